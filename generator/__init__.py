@@ -1,0 +1,1 @@
+"""generator: see DESIGN.md; not yet implemented."""

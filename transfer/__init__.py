@@ -1,0 +1,1 @@
+"""transfer: see DESIGN.md; not yet implemented."""
