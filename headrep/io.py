@@ -1,0 +1,317 @@
+"""Video and image reading/writing helpers.
+
+Every writer here is atomic: it writes to a temporary file in the destination folder (same suffix, so format
+detection by extension still works) and moves it onto the final name with ``os.replace`` only when the write
+has fully succeeded. On any error (including KeyboardInterrupt) the temporary file is removed, so a reader
+never sees a half-written file under the final name, and a failed write leaves nothing behind.
+
+Video goes through PyAV (FFmpeg). Decoding/opening problems surface as :class:`headrep.errors.HeadrepError`
+naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import warnings
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .errors import HeadrepError
+
+__all__ = ["atomic_write", "write_video", "write_png", "write_npz", "read_video", "video_info", "video_codec"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# atomic writes
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Context manager giving a temporary path next to ``path``; on success it is moved onto ``path``.
+
+    The temporary name is ``.<name>.<random>.tmp<suffix>`` in the same folder (so ``os.replace`` is an atomic
+    rename on the same filesystem, and the suffix, e.g. ``.mp4``, is kept for writers that pick a format by
+    extension). The parent folder is created if needed. The body must create the file at the temporary path.
+    If the body raises (any exception, KeyboardInterrupt included) the temporary file is removed and the
+    exception propagates; ``path`` is left untouched (an older file there survives).
+
+    Example::
+
+        with atomic_write("out/result.json") as tmp:
+            tmp.write_text(data)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}"
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise HeadrepError(f"writing {path} produced no file (temporary {tmp.name} was never created)")
+        with contextlib.suppress(OSError):  # best effort: make the data durable before the rename
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------------------------------------------
+# images and arrays
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write a uint8 image (H×W grey, H×W×3 RGB or H×W×4 RGBA) as a PNG, atomically. Returns the path."""
+    from PIL import Image
+
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"write_png expects uint8, got {image.dtype}")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))):
+        raise ValueError(f"write_png expects H×W, H×W×3 or H×W×4, got shape {image.shape}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
+    return path
+
+
+def write_npz(path: str | os.PathLike, **arrays) -> Path:
+    """Write arrays with ``np.savez_compressed`` atomically. The name is used as given (no ``.npz`` appended)."""
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object: numpy then does not append ".npz" to the temp name
+            np.savez_compressed(f, **arrays)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------
+# video writing
+
+_CODEC: str | None = None
+
+
+def video_codec() -> str:
+    """The encoder ``write_video`` uses: 'libx264' when this PyAV build has it, else 'mpeg4'."""
+    global _CODEC
+    if _CODEC is None:
+        import av
+
+        try:
+            av.codec.Codec("libx264", "w")
+            _CODEC = "libx264"
+        except Exception:  # PyAV built without GPL x264
+            _CODEC = "mpeg4"
+    return _CODEC
+
+
+def _as_frame(frame, index: int, size: tuple[int, int] | None) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frame {index}: expected uint8 [H,W,3], got {frame.dtype} {frame.shape}")
+    if size is not None and frame.shape[:2] != size:
+        raise ValueError(f"frame {index}: size {frame.shape[:2]} differs from the first frame's {size}")
+    return frame
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarray], fps: float = 24,
+                crf: int = 18) -> Path:
+    """Encode RGB frames to an MP4 (H.264, yuv420p) with PyAV, atomically. Returns the path.
+
+    ``frames`` is a uint8 array [T,H,W,3] or any iterable of uint8 [H,W,3] frames; an iterable is consumed
+    one frame at a time (streaming: the frames are never all held in memory). All frames must share one size.
+
+    * Codec: ``libx264`` with ``-crf crf`` (18 is visually lossless), pixel format yuv420p, ``+faststart``
+      (index at the front, so players can start before the whole file arrives). If this PyAV build lacks
+      libx264, the ``mpeg4`` (MPEG-4 Part 2) encoder is used instead, at a high bit rate (crf is ignored);
+      :func:`video_codec` tells which.
+    * Odd sizes: yuv420p needs even width and height, so an odd-sized frame gets its last row and/or column
+      replicated once (e.g. 65×33 is written as 66×34). Reading back gives the padded size.
+    * ``fps`` may be fractional (29.97 is stored as 2997/100).
+    * Zero frames, or a bad frame, raise ValueError; an exception from the frame iterator propagates. In every
+      failure case no file (and no temporary file) is left behind.
+    """
+    import av
+
+    path = Path(path)
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    rate = Fraction(fps).limit_denominator(1001) if not isinstance(fps, Fraction) else fps
+    codec = video_codec()
+    it = iter(frames)
+    first = next(it, None)
+    if first is None:
+        raise ValueError(f"write_video({path}): no frames to write")
+    first = _as_frame(first, 0, None)
+    h, w = first.shape[:2]
+    pad_h, pad_w = h % 2, w % 2
+
+    def padded(frame: np.ndarray) -> np.ndarray:
+        if pad_h or pad_w:
+            frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        return frame
+
+    with atomic_write(path) as tmp:
+        options = {"movflags": "+faststart"} if path.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
+        with av.open(str(tmp), mode="w", options=options) as container:
+            if codec == "libx264":
+                stream = container.add_stream("libx264", rate=rate, options={"crf": str(int(crf))})
+            else:
+                stream = container.add_stream("mpeg4", rate=rate)
+                stream.bit_rate = int(max(2_000_000, (h + pad_h) * (w + pad_w) * float(rate) * 0.6))
+            stream.width, stream.height = w + pad_w, h + pad_h
+            stream.pix_fmt = "yuv420p"
+            index = 0
+            frame = first
+            while True:
+                vf = av.VideoFrame.from_ndarray(padded(frame), format="rgb24")
+                for packet in stream.encode(vf):
+                    container.mux(packet)
+                index += 1
+                nxt = next(it, None)
+                if nxt is None:
+                    break
+                frame = _as_frame(nxt, index, (h, w))
+            for packet in stream.encode(None):  # flush the encoder
+                container.mux(packet)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------
+# video reading
+
+
+def _open_video(path: str | os.PathLike):
+    """Open ``path`` with PyAV and return (container, video stream); HeadrepError for anything unreadable."""
+    import av
+
+    path = Path(path)
+    if not path.exists():
+        raise HeadrepError(f"video {path} does not exist")
+    if not path.is_file():
+        raise HeadrepError(f"video {path} is not a file")
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.FFmpegError, OSError) as exc:
+        raise HeadrepError(f"cannot read video {path}: not a readable video file ({exc})") from None
+    if not container.streams.video:
+        container.close()
+        raise HeadrepError(f"no video stream found in {path} (not a video, or its header is damaged)")
+    return container, container.streams.video[0]
+
+
+def video_info(path: str | os.PathLike) -> dict:
+    """Return ``dict(frames, fps, width, height)`` of the first video stream of ``path`` (no decoding).
+
+    ``frames`` is the count the container's index records (for variable-frame-rate phone videos it can exceed
+    the decodable count by a few frames); when the container records none, packets are counted (demuxing,
+    still no decoding). ``fps`` is the average frame rate as a float (e.g. 23.976 for 24000/1001).
+    """
+    import av
+
+    container, stream = _open_video(path)
+    try:
+        frames = int(stream.frames or 0)
+        if frames <= 0:
+            try:
+                frames = sum(1 for p in container.demux(stream) if p.size)
+            except av.FFmpegError:
+                pass
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        return {
+            "frames": frames,
+            "fps": float(rate) if rate else 0.0,
+            "width": int(stream.codec_context.width),
+            "height": int(stream.codec_context.height),
+        }
+    finally:
+        container.close()
+
+
+def read_video(path: str | os.PathLike, start: int = 0, stop: int | None = None,
+               stride: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode ``path`` and yield ``(index, frame)`` with frame uint8 RGB [H,W,3], for index in
+    ``range(start, stop, stride)`` (``stop=None``: to the end). Indices count decoded frames from 0.
+
+    The file is opened at call time, so a missing file, a non-video (e.g. a text file named .mp4) or a file
+    whose header/index is destroyed raises HeadrepError immediately, naming the file. Frames before ``start``
+    are decoded but not converted (no seeking: exact indices at some cost for a large ``start``).
+
+    Damaged/truncated video (chosen behaviour): the frames decodable up to the damage are yielded; then a
+    ``RuntimeWarning`` says the file is damaged and after how many frames decoding stopped, and iteration ends
+    normally (no exception), so a partly downloaded video still gives its first frames. Damage is detected from
+    decoder errors, packets cut short by the end of the file, or fewer packets than the container's index lists.
+    If not a single frame can be decoded, HeadrepError is raised (from the iteration) instead. A truncated MP4
+    whose index ("moov") sat at the end of the file cannot be opened at all: HeadrepError at call time.
+    (``write_video`` puts the index at the front, so its truncated files take the first path.)
+    """
+    if start < 0 or stride < 1 or (stop is not None and stop < 0):
+        raise ValueError(f"read_video: need start >= 0, stop >= 0 or None, stride >= 1; got {start}, {stop}, {stride}")
+    container, stream = _open_video(path)
+    return _iter_frames(Path(path), container, stream, start, stop, stride)
+
+
+def _iter_frames(path: Path, container, stream, start: int, stop: int | None,
+                 stride: int) -> Iterator[tuple[int, np.ndarray]]:
+    import av
+
+    expected = int(stream.frames or 0)  # what the container's index promises (0: unknown)
+    stream.thread_type = "AUTO"
+    index = -1
+    packets = 0
+    problem = None  # why decoding stopped early, if it did
+
+    def frames_of(packet):
+        nonlocal index
+        for frame in stream.decode(packet):
+            index += 1
+            yield frame
+
+    try:
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:  # the demuxer's end marker; the decoder is flushed below
+                    continue
+                if packet.is_corrupt:  # e.g. a packet cut short by the end of a truncated file
+                    problem = "a packet is cut short"
+                    break
+                packets += 1
+                for frame in frames_of(packet):
+                    if stop is not None and index >= stop:
+                        return
+                    if index >= start and (index - start) % stride == 0:
+                        yield index, frame.to_ndarray(format="rgb24")
+        except av.FFmpegError as exc:
+            problem = str(exc)
+        try:
+            for frame in frames_of(None):  # flush frames still buffered in the decoder
+                if stop is not None and index >= stop:
+                    return
+                if index >= start and (index - start) % stride == 0:
+                    yield index, frame.to_ndarray(format="rgb24")
+        except av.FFmpegError as exc:
+            problem = problem or str(exc)
+        if problem is None and expected and packets < expected:
+            problem = f"the file ends after {packets} of the {expected} frames its index lists"
+        decoded = index + 1
+        if decoded == 0:
+            why = f": {problem}" if problem else ""
+            raise HeadrepError(f"no frame of video {path} could be decoded; the file is damaged or truncated{why}")
+        if problem is not None:
+            warnings.warn(
+                f"video {path} is damaged or truncated: decoding stopped after {decoded} frames ({problem})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    finally:
+        container.close()
