@@ -1,0 +1,65 @@
+"""The dense head: body model restricted to S, upsampled by U, plus offset fields, posed by dense LBS.
+
+    V_t = LBS( U · M_S(β, ψ_t, θ_t) + D_static + D_dyn,t ;  W_dense = U · W_S ;  pose_t ) + transl_t
+
+M_S is the unposed SMPL-X mesh (template + shape + expression + pose correctives) on the subset S; the
+offsets live in the canonical (unposed) space so they move with the head. This module composes
+`headrep.body` and `headrep.topology`; it holds no per-video state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .body import BodyModel, skin
+from .topology import DenseTopology, build_dense_topology, submesh
+
+
+@dataclass
+class DenseOutput:
+    vertices: torch.Tensor    # [B, Nd, 3] posed dense vertices
+    canonical: torch.Tensor   # [B, Nd, 3] unposed dense vertices with offsets
+    body: object              # the coarse BodyOutput (landmarks, joints, transforms)
+
+
+class DenseHead(torch.nn.Module):
+    """Dense head-and-shoulders mesh of a body model at `levels` of midpoint subdivision."""
+
+    def __init__(self, body: BodyModel, levels: int = 1):
+        super().__init__()
+        if levels not in (0, 1, 2):
+            raise ValueError(f"subdivision levels must be 0, 1 or 2, got {levels}")
+        self.body = body
+        self.levels = levels
+        self.subset = body.subset
+        sub_faces, _ = submesh(body.faces, self.subset)
+        self.topology: DenseTopology = build_dense_topology(sub_faces, len(self.subset), levels)
+        self.faces = self.topology.faces
+        W_S = body.smplx.lbs_weights.detach()[torch.as_tensor(self.subset)]
+        self.register_buffer("weights", self.topology.dense_weights(W_S).to(body.dtype))
+        self.register_buffer("subset_t", torch.as_tensor(self.subset, dtype=torch.long))
+        self.register_buffer("faces_t", torch.as_tensor(self.faces.astype(np.int32)))
+        self.face_mask = self.topology.dense_mask(body.face_mask[self.subset], rule="all")
+        self._U = self.topology.U(dtype=body.dtype)
+
+    @property
+    def num_vertices(self) -> int:
+        return self.topology.num_dense
+
+    def forward(self, betas: torch.Tensor, expression: torch.Tensor, pose: torch.Tensor,
+                transl: torch.Tensor | None = None, static_offsets: torch.Tensor | None = None,
+                dynamic_offsets: torch.Tensor | None = None) -> DenseOutput:
+        """Posed dense vertices. static_offsets [Nd,3] (shared), dynamic_offsets [B,Nd,3] (per frame)."""
+        out = self.body(betas, expression, pose, transl=transl)
+        canonical = self.topology.upsample(out.canonical[:, self.subset_t])
+        if static_offsets is not None:
+            canonical = canonical + static_offsets
+        if dynamic_offsets is not None:
+            canonical = canonical + dynamic_offsets
+        verts = skin(canonical, self.weights, out.transforms)
+        if transl is not None:
+            verts = verts + transl[:, None]
+        return DenseOutput(verts, canonical, out)
