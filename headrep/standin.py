@@ -362,14 +362,14 @@ class _Frame:
         zc = _profile(y)[3]
         self.zc = zc
         # head vs neck: a plane tilted so that the under-chin belongs to the head and the nape to the neck
-        self.head = _smoothstep((y + 0.46 * (z - zc) - 0.4875) / 0.035 + 0.5)
+        self.head = _smoothstep((y + 0.46 * (z - zc) - 0.4875) / 0.06 + 0.5)
         self.neck_top = _smoothstep((y - 0.418) / 0.03 + 0.5)
         self.front = _smoothstep((z - zc + 0.005) / 0.03 + 0.5)
         # jaw: below the mouth line, a line that rises toward the jaw hinges; sharp across the lips
         ax = np.abs(x)
         lateral = _smoothstep((ax - 0.022) / 0.05)
         y_line = self.mouth_y + (0.566 - self.mouth_y) * lateral
-        width = 0.0018 + 0.016 * _smoothstep((ax - 0.02) / 0.03)
+        width = 0.0018 + 0.045 * _smoothstep((ax - 0.02) / 0.03)
         self.jaw = _smoothstep((y_line - y) / width + 0.5) * _smoothstep((z - zc - 0.0) / 0.03 + 0.5)
         self.lower_lip = _sigmoid((self.mouth_y - y) / 0.0012)  # 1 below the lip line, 0 above
 
@@ -391,8 +391,8 @@ def skinning_weights(fr: _Frame) -> np.ndarray:
     torso = body * (1.0 - fr.neck_top)
     lower = _smoothstep((0.29 - y) / 0.06 + 0.5)  # bottom of the bust follows spine2
     ax = np.abs(x)
-    shoulder = _smoothstep((ax - 0.125) / 0.05 + 0.5)
-    collar = _smoothstep((ax - 0.05) / 0.05 + 0.5) * (1.0 - shoulder)
+    shoulder = _smoothstep((ax - 0.125) / 0.08 + 0.5)
+    collar = _smoothstep((ax - 0.05) / 0.08 + 0.5) * (1.0 - shoulder)
     upper = torso * (1.0 - lower)
     left = x > 0
     w[:, J_SPINE2] = torso * lower
@@ -489,7 +489,7 @@ def shape_directions(fr: _Frame) -> np.ndarray:
     chb = fr.bump(chin, 0.018)
     put("chin", np.stack([0 * x, -0.002 * chb, 0.003 * chb], -1))
     eb = fr.bump(fr.eye_r, 0.012) + fr.bump(fr.eye_l, 0.012)
-    put("eye_depth", np.stack([0 * x, 0 * x, -0.002 * eb], -1))
+    put("eye_depth", np.stack([0 * x, 0 * x, -0.003 * eb], -1))
     lb = fr.bump(fr.mouth_c, 0.011)
     put("lip_fullness", np.stack([0 * x, 0.0015 * lb * (1 - 2 * fr.lower_lip), 0.002 * lb], -1))
     put("body_weight", 0.08 * (torso * (1 - head))[:, None] * np.stack([x, 0 * x, z - zc], -1))
@@ -607,7 +607,7 @@ def dynamic_contour(v, f, fr: _Frame):
     scene.add_triangles(o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(f.astype(np.uint32)))
     contour = v[MP_TO_IBUG68[:17]]
     centre = np.array([0.0, _mp(4)[1], 0.0])  # on the lathe axis at nose height: inside the head
-    angles = np.deg2rad(np.linspace(-15, 125, 141))
+    angles = np.deg2rad(np.linspace(-15, 100, 231))  # front half: the jaw, not the nape
     faces_tab = np.zeros((79, 17), np.int64)
     bary_tab = np.zeros((79, 17, 3))
     cand = []
@@ -618,7 +618,10 @@ def dynamic_contour(v, f, fr: _Frame):
         rays = np.concatenate([np.repeat(centre[None], len(dirs), 0), dirs], 1).astype(np.float32)
         hit = scene.cast_rays(o3d.core.Tensor(rays))
         t = hit["t_hit"].numpy()
-        ok = np.isfinite(t)
+        # keep hits on the face and jaw: near the centre and not below the chin (rays that leave through
+        # the neck would otherwise find the shoulders)
+        ok = np.isfinite(t) & (t < 0.13)
+        ok &= centre[1] + t * dirs[:, 1] > v[152, 1] - 0.012
         prim = hit["primitive_ids"].numpy()[ok].astype(np.int64)
         uv = hit["primitive_uvs"].numpy()[ok].astype(np.float64)
         bary = np.stack([1 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], 1)
