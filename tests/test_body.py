@@ -1,0 +1,123 @@
+"""Body model loading: our forward against smplx's own, the subset S and face region, and bad model files."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from headrep.body import BodyModel, validate_model_file
+from headrep.errors import ModelFileError
+
+
+def _smplx_forward(body, p):
+    B = p["pose"].shape[0]
+    pose = p["pose"]
+    return body.smplx(betas=p["betas"], expression=p["expression"], global_orient=pose[:, 0],
+                      body_pose=pose[:, 1:22].reshape(B, -1), jaw_pose=pose[:, 22], leye_pose=pose[:, 23],
+                      reye_pose=pose[:, 24], left_hand_pose=pose[:, 25:40].reshape(B, -1),
+                      right_hand_pose=pose[:, 40:55].reshape(B, -1), transl=p["transl"])
+
+
+def test_forward_matches_smplx(body):
+    torch.manual_seed(0)
+    p = body.zero_params(3)
+    p["betas"].normal_()
+    p["expression"].normal_()
+    p["pose"][:, [0, 12, 15, 22]] = 0.2 * torch.randn(3, 4, 3)
+    p["transl"].normal_()
+    ours = body(p["betas"], p["expression"], p["pose"], p["transl"])
+    ref = _smplx_forward(body, p)
+    assert torch.allclose(ours.vertices, ref.vertices, atol=1e-6)
+    assert torch.allclose(ours.joints, ref.joints[:, :55], atol=1e-6)
+    # smplx appends 51 static then 17 contour landmarks; ours are in iBUG order (contour first)
+    ref_lmk = torch.cat([ref.joints[:, -17:], ref.joints[:, -68:-17]], 1)
+    assert torch.allclose(ours.landmarks68, ref_lmk, atol=1e-6)
+
+
+def test_records_standin_provenance(body):
+    prov = body.provenance()
+    assert prov["standin"] is True and "NOT SMPL-X" in prov["model_name"]
+    assert len(prov["model_sha256"]) == 64
+
+
+def test_subset_and_face_region(body):
+    v = body.smplx.v_template.numpy()
+    S = set(body.subset.tolist())
+    assert set(range(468)) <= S  # the whole MediaPipe face
+    assert not (v[body.subset, 1] < 0.29).any()  # nothing below spine3
+    assert body.face_mask[:468].all()  # the face region holds every MediaPipe vertex
+    assert not body.face_mask[v[:, 2] < -0.01].any()  # and nothing behind the ears (z = 0 +- 1 cm)
+    assert body.face_mask.sum() < 3 * 468
+
+
+def _write(path, arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.fixture(scope="module")
+def good_arrays(standin_file):
+    return dict(np.load(standin_file))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "does not exist"),
+    ("text", "not an .npz archive"),
+    ("folder", "is a folder"),
+    ("pkl", ".pkl model files are not supported"),
+    ("flame", "looks like a FLAME model"),
+    ("no_weights", "missing keys weights"),
+    ("bad_shape", "unexpected shapes"),
+    ("nan", "NaN"),
+    ("bad_faces", "face indices out of range"),
+    ("truncated", "cannot be read|not an .npz archive"),
+])
+def test_bad_model_files_give_clear_errors(tmp_path, good_arrays, standin_file, case, message):
+    p = tmp_path / "model.npz"
+    a = dict(good_arrays)
+    if case == "missing":
+        p = tmp_path / "nope.npz"
+    elif case == "text":
+        p.write_text("not a model")
+    elif case == "folder":
+        p = tmp_path
+    elif case == "pkl":
+        p = tmp_path / "SMPLX_NEUTRAL.pkl"
+        p.write_bytes(b"\x80\x04")
+    elif case == "flame":
+        _write(p, {"v_template": np.zeros((5023, 3)), "f": np.zeros((9976, 3), int)})
+    elif case == "no_weights":
+        a.pop("weights")
+        _write(p, a)
+    elif case == "bad_shape":
+        a["J_regressor"] = a["J_regressor"][:50]
+        _write(p, a)
+    elif case == "nan":
+        a["v_template"] = a["v_template"].copy()
+        a["v_template"][3, 1] = np.nan
+        _write(p, a)
+    elif case == "bad_faces":
+        a["f"] = a["f"].copy()
+        a["f"][0, 0] = len(a["v_template"]) + 5
+        _write(p, a)
+    elif case == "truncated":
+        data = standin_file.read_bytes()
+        p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match=message):
+        validate_model_file(p)
+    with pytest.raises(ModelFileError):
+        BodyModel(p)
+
+
+def test_cli_reports_bad_model_without_traceback_and_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_text("hello")
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "headrep.cli", "render-model", "--model", str(bad), "-o", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and "not an .npz archive" in r.stderr
+    assert not out.exists()

@@ -1,0 +1,60 @@
+"""Dense head: U maps the coarse mesh onto itself, dense weights are a partition of unity, offsets live in
+the canonical space and move with the head."""
+
+import numpy as np
+import pytest
+import torch
+
+from headrep.head import DenseHead
+
+
+@pytest.fixture(scope="module", params=[0, 1, 2])
+def head(request, body):
+    return DenseHead(body, levels=request.param)
+
+
+def _params(body):
+    p = body.zero_params(2)
+    p["expression"][:, :4] = torch.tensor([1.0, 0.5, -0.5, 1.0])
+    p["pose"][:, 22, 0] = 0.2
+    p["pose"][1, 12] = torch.tensor([0.1, 0.3, 0.0])
+    p["pose"][:, 0] = torch.tensor([0.0, 0.2, 0.1])
+    p["transl"][:] = torch.tensor([0.02, -0.5, 1.2])
+    return p
+
+
+def test_dense_agrees_with_coarse_at_coarse_vertices(head, body):
+    p = _params(body)
+    out = head(p["betas"], p["expression"], p["pose"], p["transl"])
+    n = len(head.subset)
+    assert head.num_vertices >= n
+    assert torch.allclose(out.vertices[:, :n], out.body.vertices[:, head.subset_t], atol=1e-6)
+    assert torch.allclose(head.weights.sum(1), torch.ones(head.num_vertices), atol=1e-5)
+
+
+def test_counts_follow_subdivision(head):
+    F0 = len(DenseHead(head.body, 0).faces)
+    assert len(head.faces) == F0 * 4 ** head.levels
+    assert head.face_mask.sum() > 0 and (~head.face_mask).sum() > 0
+
+
+def test_offsets_are_canonical_and_rotate_with_the_head(body):
+    head = DenseHead(body, levels=1)
+    p = body.zero_params(1)
+    angle = 0.4
+    p["pose"][0, 0] = torch.tensor([0.0, angle, 0.0])  # global yaw: every vertex rotates rigidly
+    d = torch.zeros(head.num_vertices, 3)
+    d[:, 2] = 0.01
+    base = head(p["betas"], p["expression"], p["pose"])
+    moved = head(p["betas"], p["expression"], p["pose"], static_offsets=d)
+    delta = (moved.vertices - base.vertices)[0]
+    expect = torch.tensor([0.01 * np.sin(angle), 0.0, 0.01 * np.cos(angle)], dtype=delta.dtype)
+    assert torch.allclose(delta, expect.expand_as(delta), atol=1e-6)
+    # dynamic offsets add the same way per frame
+    dyn = head(p["betas"], p["expression"], p["pose"], dynamic_offsets=d[None])
+    assert torch.allclose(dyn.vertices, moved.vertices, atol=1e-7)
+
+
+def test_rejects_bad_levels(body):
+    with pytest.raises(ValueError):
+        DenseHead(body, levels=3)
