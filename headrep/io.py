@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -315,3 +316,38 @@ def _iter_frames(path: Path, container, stream, start: int, stop: int | None,
             )
     finally:
         container.close()
+
+
+def check_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse an output folder that is a file, or non-empty without ``overwrite``; returns it as a Path."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise HeadrepError(f"output {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise HeadrepError(f"output folder {out} is not empty; pass --overwrite to replace its contents")
+    return out
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
+    """Context manager giving a fresh temporary sibling folder that replaces ``out`` when the body succeeds.
+
+    On any exception the temporary folder is removed and ``out`` (if it existed) is left as it was; on
+    success an old ``out`` is swapped aside and deleted only after the new folder is in place.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
