@@ -162,6 +162,12 @@ class BodyModel(torch.nn.Module):
             self.mp478 = (torch.as_tensor(data["mp478_faces_idx"], dtype=torch.long),
                           torch.as_tensor(data["mp478_bary_coords"], dtype=dtype))
         self.register_buffer("faces_t", torch.as_tensor(self.faces))
+        # joints are linear in the shape/expression coefficients: regress template and directions once
+        dirs = torch.cat([self.smplx.shapedirs, self.smplx.expr_dirs], -1)
+        self.register_buffer("_dirs", dirs)
+        self.register_buffer("_J_template", self.smplx.J_regressor @ self.smplx.v_template)
+        self.register_buffer("_J_dirs", torch.einsum("jv,vck->jck", self.smplx.J_regressor, dirs))
+        self.register_buffer("_posedirs_v", self.smplx.posedirs.view(self.smplx.posedirs.shape[0], V, 3))
         self.subset = head_and_shoulders_subset(self)
         self.face_mask = face_region(self)
 
@@ -180,24 +186,35 @@ class BodyModel(torch.nn.Module):
 
     # --- forward --------------------------------------------------------------------------------------------
     def forward(self, betas: torch.Tensor, expression: torch.Tensor, pose: torch.Tensor,
-                transl: torch.Tensor | None = None) -> BodyOutput:
-        """SMPL-X forward (smplx's LBS). pose: [B,55,3] axis-angle in SMPL-X joint order."""
-        from smplx.lbs import batch_rigid_transform, batch_rodrigues, blend_shapes, vertices2joints
+                transl: torch.Tensor | None = None, vertex_ids: torch.Tensor | None = None) -> BodyOutput:
+        """SMPL-X forward (smplx's LBS). pose: [B,55,3] axis-angle in SMPL-X joint order.
+
+        With `vertex_ids`, only those vertices are blended and skinned (the joints come from precomputed
+        regressed template and directions, which is the same linear map): `vertices`/`canonical` then hold
+        just those rows and `landmarks68` is None. The fitter uses this for speed.
+        """
+        from smplx.lbs import batch_rigid_transform, batch_rodrigues, blend_shapes
 
         m = self.smplx
         B = pose.shape[0]
         betas = betas.expand(B, -1) if betas.shape[0] == 1 else betas
         expression = expression.expand(B, -1) if expression.shape[0] == 1 else expression
         coeffs = torch.cat([betas, expression], -1)
-        dirs = torch.cat([m.shapedirs, m.expr_dirs], -1)
-        v_shaped = m.v_template + blend_shapes(coeffs, dirs)
-        J = vertices2joints(m.J_regressor, v_shaped)
+        rows = slice(None) if vertex_ids is None else vertex_ids
+        v_shaped = m.v_template[rows] + blend_shapes(coeffs, self._dirs[rows])
+        J = self._J_template + blend_shapes(coeffs, self._J_dirs)
         rot = batch_rodrigues(pose.reshape(-1, 3)).view(B, -1, 3, 3)
         eye = torch.eye(3, dtype=pose.dtype, device=pose.device)
         pose_feature = (rot[:, 1:] - eye).view(B, -1)
-        canonical = v_shaped + torch.matmul(pose_feature, m.posedirs).view(B, -1, 3)
+        posedirs = m.posedirs if vertex_ids is None else self._posedirs_v[:, rows].reshape(pose_feature.shape[1], -1)
+        canonical = v_shaped + torch.matmul(pose_feature, posedirs).view(B, -1, 3)
         J_posed, A = batch_rigid_transform(rot, J, m.parents, dtype=pose.dtype)
-        verts = skin(canonical, m.lbs_weights, A)
+        verts = skin(canonical, m.lbs_weights[rows], A)
+        if vertex_ids is not None:
+            if transl is not None:
+                verts = verts + transl[:, None]
+                J_posed = J_posed + transl[:, None]
+            return BodyOutput(verts, canonical, J_posed, A, None)
         if transl is not None:
             verts = verts + transl[:, None]
             J_posed = J_posed + transl[:, None]

@@ -53,8 +53,8 @@ class DenseHead(torch.nn.Module):
                 transl: torch.Tensor | None = None, static_offsets: torch.Tensor | None = None,
                 dynamic_offsets: torch.Tensor | None = None) -> DenseOutput:
         """Posed dense vertices. static_offsets [Nd,3] (shared), dynamic_offsets [B,Nd,3] (per frame)."""
-        out = self.body(betas, expression, pose, transl=transl)
-        canonical = self.topology.upsample(out.canonical[:, self.subset_t])
+        out = self.body(betas, expression, pose, transl=transl, vertex_ids=self.subset_t)
+        canonical = self.topology.upsample(out.canonical)
         if static_offsets is not None:
             canonical = canonical + static_offsets
         if dynamic_offsets is not None:
