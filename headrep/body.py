@@ -233,7 +233,7 @@ class BodyModel(torch.nn.Module):
                                                              m.dynamic_lmk_bary_coords, m.neck_kin_chain)
             idx = torch.cat([d_idx, idx], 1)  # iBUG order: contour 0-16 first, then 17-67
             bary = torch.cat([d_bary, bary], 1)
-        return vertices2landmarks(vertices, self.faces_t, idx, bary)
+        return vertices2landmarks(vertices, self.faces_t, idx.contiguous(), bary.contiguous())
 
     def landmarks_mp478(self, vertices: torch.Tensor) -> torch.Tensor | None:
         """The 478 MediaPipe points, where the model carries their embedding (the stand-in does)."""
@@ -243,7 +243,8 @@ class BodyModel(torch.nn.Module):
 
         B = vertices.shape[0]
         idx, bary = self.mp478
-        return vertices2landmarks(vertices, self.faces_t, idx[None].expand(B, -1), bary[None].expand(B, -1, -1))
+        return vertices2landmarks(vertices, self.faces_t, idx[None].expand(B, -1).contiguous(),
+                                  bary[None].expand(B, -1, -1).contiguous())
 
 
 def skin(vertices: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor) -> torch.Tensor:

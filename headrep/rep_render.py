@@ -1,0 +1,406 @@
+"""`headrep render`, `headrep export` and `headrep info`: the commands that read a HeadRep folder.
+
+* render: per-frame normal / depth maps in each frame's crop camera as videos (normal.mp4, depth.mp4), the
+  lossless depth (depth.npz) and overlay.mp4 (the shaded mesh over the input crop, detected landmarks in
+  green, the model's projected iBUG-68 landmarks in red, invalid frames framed in red).
+* export: per-frame meshes (PLY / OBJ) in camera or model space, optionally the neutral head.
+* info: :meth:`headrep.rep.HeadRep.summary`.
+
+Every output folder is written into a temporary sibling and moved into place at the end (headrep.io.atomic_dir),
+so an interrupted run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .errors import HeadrepError
+
+OVERLAY_ALPHA = 0.6
+SHADE_RGB = np.array([0.80, 0.85, 0.95], dtype=np.float32)   # light blue-grey clay
+DETECTED_RGB = (0, 255, 0)
+MODEL_RGB = (255, 0, 0)
+INVALID_RGB = (255, 0, 0)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # what `headrep fit` reads
+
+
+def _progress(iterable, total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="frame", file=sys.stderr,
+                disable=not sys.stderr.isatty() and "HEADREP_PROGRESS" not in os.environ)
+
+
+def _load(rep_path: Path, model: Path | None):
+    from .rep import HeadRep
+
+    rep = HeadRep.load(rep_path, model=model)
+    if rep.is_standin:
+        print("headrep: this rep was fitted with the procedural STAND-IN model (not SMPL-X)", file=sys.stderr)
+    return rep
+
+
+# ----------------------------------------------------------------------------------------------------------
+# source frames
+
+
+def _crop_fn():
+    """The fit's own crop (headrep.landmarks.crop_image) when available, else the same similarity warp."""
+    try:
+        from .landmarks import crop_image
+
+        return crop_image
+    except ImportError:  # pragma: no cover - the fit's modules are part of the project
+        import cv2
+
+        def crop_image(image, box, resolution):
+            x0, y0, side = (float(v) for v in box)
+            s = int(resolution) / side
+            m = np.array([[s, 0.0, -s * x0], [0.0, s, -s * y0]])
+            return cv2.warpAffine(image, m, (int(resolution),) * 2, flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+        return crop_image
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """A folder's images in the order `headrep fit` reads them (natural name order, hidden files skipped)."""
+    import re
+
+    def key(name: str):
+        return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
+
+    return sorted((p for p in folder.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES),
+                  key=lambda p: key(p.name))
+
+
+def _read_image(path: Path) -> np.ndarray:
+    try:
+        from .video import _read_image as read  # EXIF orientation etc., as the fit reads it
+
+        return read(path)
+    except ImportError:  # pragma: no cover
+        from PIL import Image
+
+        return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _source_crops(rep, R: int, notes: list[str]) -> Iterator[np.ndarray | None]:
+    """Yield, for each rep frame t, the input crop (uint8 [R,R,3]) or None where the source is unavailable.
+
+    Re-reads the recorded source the way the fit loaded it (a video, a folder of images in natural name order,
+    or one image; resized to the recorded loaded size ``image_size`` with INTER_AREA when the fit downscaled
+    it), then crops each frame with its recorded box by the fit's similarity transform
+    ``crop_xy = (xy - (x0, y0)) * R / side``. Problems are appended to ``notes``; affected frames are None.
+    """
+    import cv2
+
+    T = rep.num_frames
+    src = rep.source
+    raw = src.get("path")
+    path = Path(raw) if raw else None
+    if path is not None and not path.is_absolute() and rep.path is not None and not path.exists():
+        path = rep.path / path
+    if path is None or not path.exists():
+        notes.append(f"source {raw} is missing; the overlay shows the model on black")
+        yield from (None for _ in range(T))
+        return
+    frames = rep.frames
+    size = rep.image_size
+    crop_image = _crop_fn()
+
+    def crop(t: int, frame: np.ndarray) -> np.ndarray:
+        if size is not None and frame.shape[:2] != tuple(size):
+            if abs(frame.shape[0] / size[0] - frame.shape[1] / size[1]) > 0.02 * frame.shape[1] / size[1]:
+                if not any("aspect" in n for n in notes):
+                    notes.append(f"source frames are {frame.shape[1]}x{frame.shape[0]} but the rep records "
+                                 f"{size[1]}x{size[0]} (another aspect ratio): is this the right source?")
+            frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        return crop_image(np.ascontiguousarray(frame), rep.boxes[t], R)
+
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+        files = _image_files(path) if path.is_dir() else [path]
+        for t in range(T):
+            i = int(frames[t])
+            if i >= len(files):
+                if not any("images" in n for n in notes):
+                    notes.append(f"source {path} has only {len(files)} image(s); later frames are on black")
+                yield None
+                continue
+            try:
+                yield crop(t, _read_image(files[i]))
+            except HeadrepError as exc:
+                notes.append(str(exc))
+                yield None
+        return
+
+    from .io import read_video
+
+    t = 0
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for index, frame in read_video(path, start=int(frames[0]), stop=int(frames[-1]) + 1):
+                if t < T and frames[t] == index:  # frame indices are strictly increasing
+                    yield crop(t, frame)
+                    t += 1
+            for w in caught:
+                notes.append(str(w.message))
+    except HeadrepError as exc:
+        notes.append(f"cannot read source {path}: {exc}")
+    if t < T:
+        notes.append(f"source {path} ended before source frame {int(frames[t])}; "
+                     f"{T - t} overlay frame(s) are on black")
+    while t < T:
+        yield None
+        t += 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# drawing
+
+
+def shade(normal: np.ndarray) -> np.ndarray:
+    """Lambert shading (headlight: light from the camera) of camera-space normals [R,R,3] -> float [R,R,3]."""
+    lam = np.clip(-normal[..., 2], 0.0, 1.0)
+    return (0.25 + 0.75 * lam)[..., None] * SHADE_RGB
+
+
+def draw_points(img: np.ndarray, pts: np.ndarray, color, radius: int) -> None:
+    """Filled dots at finite (u, v) points (pixel centres at integers), in place."""
+    import cv2
+
+    H, W = img.shape[:2]
+    for u, v in np.asarray(pts, dtype=np.float64)[:, :2]:
+        if not (np.isfinite(u) and np.isfinite(v)) or not (-radius <= u < W + radius and -radius <= v < H + radius):
+            continue
+        cv2.circle(img, (int(round(u * 16)), int(round(v * 16))), radius * 16, color, -1, cv2.LINE_AA, shift=4)
+
+
+def overlay_frame(crop: np.ndarray | None, maps: dict, detected: np.ndarray | None, model68: np.ndarray,
+                  valid: bool, label: str) -> np.ndarray:
+    """The overlay image: shaded mesh alpha-blended over ``crop`` (black if None), dots, invalid marking."""
+    import cv2
+
+    normal = maps["normal"].numpy()
+    mask = maps["mask"].numpy().clip(0, 1)
+    R = mask.shape[0]
+    base = np.zeros((R, R, 3), np.float32) if crop is None else crop.astype(np.float32) / 255.0
+    a = (OVERLAY_ALPHA * mask)[..., None]
+    img = base * (1 - a) + shade(normal) * a
+    img = np.ascontiguousarray((img * 255).round().clip(0, 255).astype(np.uint8))
+    r = max(1, round(R / 256))
+    if detected is not None:
+        draw_points(img, detected, DETECTED_RGB, r)
+    draw_points(img, model68, MODEL_RGB, r)
+    scale = max(0.3, R / 700)
+    cv2.putText(img, label, (4, int(14 * scale / 0.4)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                cv2.LINE_AA)
+    if not valid:
+        b = max(2, R // 64)
+        cv2.rectangle(img, (b // 2, b // 2), (R - 1 - b // 2, R - 1 - b // 2), INVALID_RGB, b)
+        cv2.putText(img, "INVALID", (4 + b, R - 4 - b), cv2.FONT_HERSHEY_SIMPLEX, scale, INVALID_RGB, 1,
+                    cv2.LINE_AA)
+    return img
+
+
+# ----------------------------------------------------------------------------------------------------------
+# render
+
+
+def run_render(rep_path: Path, out: Path | None = None, resolution: int | None = None, device: str = "auto",
+               overwrite: bool = False, model: Path | None = None) -> Path:
+    """`headrep render`: normal.mp4, depth.mp4, depth.npz, overlay.mp4 and render.json in OUT."""
+    from .io import atomic_dir, check_output_dir, write_npz, write_video
+    from .render import get_context
+    from .render.maps import encode_depth, encode_normals
+
+    t0 = time.perf_counter()
+    rep_path = Path(rep_path)
+    rep = _load(rep_path, model)
+    T = rep.num_frames
+    if T == 0:
+        raise HeadrepError(f"HeadRep {rep_path} has no frames to render")
+    R = int(resolution or rep.resolution)
+    if not 16 <= R <= 4096:
+        raise HeadrepError(f"--resolution must be between 16 and 4096 pixels, got {R}")
+    out = Path(out) if out is not None else rep_path / "renders"
+    out = check_output_dir(out, overwrite)
+    ctx = get_context(device)
+    lm_scale = R / rep.resolution
+    detected_all = rep.landmarks.numpy() if rep.landmarks is not None else None
+    notes: list[str] = []
+    model68 = rep.landmarks68(None, space="camera")  # [T,68,3]
+
+    with atomic_dir(out) as tmp:
+        scratch = tmp / ".scratch"
+        scratch.mkdir()
+        mm = lambda name, dtype, shape: np.lib.format.open_memmap(scratch / f"{name}.npy", "w+", dtype, shape)  # noqa: E731
+        normal_v = mm("normal", np.uint8, (T, R, R, 3))
+        overlay_v = mm("overlay", np.uint8, (T, R, R, 3))
+        depth = mm("depth", np.float32, (T, R, R))
+        mask = mm("mask", np.float32, (T, R, R))
+        intrinsics = np.zeros((T, 4), np.float64)
+        near, far = np.inf, -np.inf
+        crops = _source_crops(rep, R, notes)
+        valid = rep.valid
+        frames = rep.frames
+        for t in _progress(range(T), T, "render"):
+            maps = rep.render(t, R, ctx)
+            cam = maps["camera"]
+            intrinsics[t] = (cam.fx, cam.fy, cam.cx, cam.cy)
+            d, m = maps["depth"], maps["mask"]
+            depth[t] = d.numpy().astype(np.float32)
+            mask[t] = m.numpy().astype(np.float32)
+            cover = (d > 0) & (m > 0)
+            if bool(cover.any()):
+                near, far = min(near, float(d[cover].min())), max(far, float(d[cover].max()))
+            normal_v[t] = encode_normals(maps["normal"], m).numpy()
+            uv, _ = cam.project(model68[t].double())
+            det = detected_all[t, :, :2] * lm_scale if detected_all is not None else None
+            label = f"{t} / frame {int(frames[t])}"
+            overlay_v[t] = overlay_frame(next(crops), maps, det, uv.numpy(), bool(valid[t]), label)
+        for _ in crops:  # drain (closes the video)
+            pass
+        if not np.isfinite(near):
+            near, far = 0.0, 1.0
+            notes.append("the mesh is outside every crop: all maps are empty")
+
+        def depth_frames(depth, mask):
+            for t in range(T):
+                g = encode_depth(torch.from_numpy(np.array(depth[t])), torch.from_numpy(np.array(mask[t])),
+                                 near, far).numpy()
+                yield np.repeat(g[..., None], 3, -1)
+
+        fps = rep.fps
+        write_video(tmp / "normal.mp4", (normal_v[t] for t in range(T)), fps=fps)
+        write_video(tmp / "depth.mp4", depth_frames(depth, mask), fps=fps)
+        write_video(tmp / "overlay.mp4", (overlay_v[t] for t in range(T)), fps=fps)
+        write_npz(tmp / "depth.npz", depth=depth, mask=mask, frame_indices=frames.astype(np.int64),
+                  valid=valid.astype(np.uint8), intrinsics=intrinsics, near_far=np.array([near, far]))
+        del normal_v, overlay_v, depth, mask
+        shutil.rmtree(scratch)
+        info = {
+            "tool": "headrep render",
+            "rep": str(rep_path.resolve()),
+            "standin": rep.is_standin,
+            "resolution": R, "frames": T, "valid": int(valid.sum()), "fps": fps,
+            "depth_range_m": [near, far],
+            "source_used": not any("missing" in n or "cannot read" in n for n in notes),
+            "notes": notes,
+            "backend": repr(ctx),
+            "seconds": time.perf_counter() - t0,
+            "outputs": {
+                "normal.mp4": "camera-space normals encoded (n+1)/2 as RGB, black background",
+                "depth.mp4": "depth as grey, near bright; one fixed near/far (depth_range_m) for the whole video",
+                "depth.npz": "depth [T,R,R] float32 metres (0 where empty), mask [T,R,R] float32 coverage, "
+                             "frame_indices [T], valid [T], intrinsics [T,4] (fx, fy, cx, cy of each crop), "
+                             "near_far [2]",
+                "overlay.mp4": "shaded mesh over the input crop; green: detected landmarks, red: the model's "
+                               "iBUG-68 landmarks; invalid frames have a red border",
+            },
+        }
+        (tmp / "render.json").write_text(json.dumps(info, indent=2) + "\n")
+    for n in notes:
+        print(f"headrep render: note: {n}", file=sys.stderr)
+    print(f"wrote {out}/ (normal.mp4, depth.mp4, depth.npz, overlay.mp4, render.json): {T} frames at "
+          f"{R}x{R} in {time.perf_counter() - t0:.1f} s")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# export
+
+
+def parse_frames(spec: str | None, T: int) -> np.ndarray:
+    """Positions selected by "A:B" / "A:B:C" / "A" (0-based positions in the rep, Python slice semantics)."""
+    if spec is None or spec.strip() in ("", ":"):
+        return np.arange(T)
+    parts = spec.strip().split(":")
+    try:
+        nums = [int(p) if p.strip() else None for p in parts]
+    except ValueError:
+        raise HeadrepError(f"--frames {spec!r}: expected A:B (integers, e.g. 0:10, 5:, :-1) or a single A") from None
+    if len(nums) == 1:
+        a = nums[0]
+        if a is None or not -T <= a < T:
+            raise HeadrepError(f"--frames {spec!r}: position out of range for a rep of {T} frames")
+        return np.array([a % T])
+    if len(nums) > 3:
+        raise HeadrepError(f"--frames {spec!r}: expected A:B or A:B:C")
+    if len(nums) == 3 and nums[2] == 0:
+        raise HeadrepError(f"--frames {spec!r}: the step cannot be 0")
+    sel = np.arange(T)[slice(*nums)]
+    if len(sel) == 0:
+        raise HeadrepError(f"--frames {spec!r} selects no frame of a rep of {T} frames")
+    return sel
+
+
+def run_export(rep_path: Path, out: Path, fmt: str = "ply", frames: str | None = None, space: str = "camera",
+               neutral: bool = False, overwrite: bool = False, model: Path | None = None) -> Path:
+    """`headrep export`: frame_NNNNNN.<fmt> per selected frame (NNNNNN = source frame index)."""
+    from .io import atomic_dir, check_output_dir
+
+    fmt = fmt.lower()
+    if fmt not in ("ply", "obj"):
+        raise HeadrepError(f"--format must be ply or obj, got {fmt!r}")
+    if space not in ("camera", "model"):
+        raise HeadrepError(f"--space must be camera or model, got {space!r}")
+    t0 = time.perf_counter()
+    rep = _load(Path(rep_path), model)
+    sel = parse_frames(frames, rep.num_frames)
+    out = check_output_dir(Path(out), overwrite)
+    fidx = rep.frames
+    listing = []
+    with atomic_dir(out) as tmp:
+        for k in _progress(range(0, len(sel), 16), (len(sel) + 15) // 16, "export"):
+            chunk = sel[k:k + 16]
+            verts = rep.vertices(chunk, space=space)
+            for j, t in enumerate(chunk):
+                from .rep import _trimesh
+
+                name = f"frame_{int(fidx[t]):06d}.{fmt}"
+                _trimesh(verts[j], rep.head.faces).export(tmp / name, file_type=fmt)
+                listing.append({"file": name, "position": int(t), "frame_index": int(fidx[t]),
+                                "valid": bool(rep.valid[t])})
+        if neutral:
+            rep.neutral_mesh().export(tmp / f"neutral.{fmt}", file_type=fmt)
+        (tmp / "export.json").write_text(json.dumps({
+            "tool": "headrep export", "rep": str(Path(rep_path).resolve()), "standin": rep.is_standin,
+            "space": space if space == "model" else "camera (OpenCV: x right, y down, z forward; = model * [1,-1,-1])",
+            "neutral": f"neutral.{fmt} (model space: fitted betas, zero expression/pose, static offsets)"
+            if neutral else None,
+            "frames": listing}, indent=2) + "\n")
+    print(f"wrote {out}/: {len(sel)} {fmt.upper()} mesh(es){' + neutral' if neutral else ''} "
+          f"in {space} space in {time.perf_counter() - t0:.1f} s")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# info
+
+
+def run_info(rep_path: Path, model: Path | None = None) -> str:
+    """`headrep info`: the summary, plus whether the model file needed to use the rep is at hand."""
+    from .rep import HeadRep, resolve_model
+
+    rep = HeadRep.load(Path(rep_path), build=False)
+    text = rep.summary()
+    try:
+        mpath = resolve_model(rep.meta, model, f"HeadRep {rep_path}")
+        text += f"\n  model check   OK: {mpath} matches the recorded sha256"
+    except HeadrepError as exc:
+        text += f"\n  model check   FAILED: {exc}"
+    print(text)
+    return text
