@@ -1,0 +1,52 @@
+"""Loss terms and metrics of the fitter that are not about dense targets (those live in `headrep.targets`).
+
+Offsets enter the regularisers in millimetres so the weights are O(1) numbers; the Laplacian terms penalise
+`L·D` (the offset field), never `L·V` (which would flatten the head).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def landmark_loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor,
+                  valid: torch.Tensor) -> torch.Tensor:
+    """Mean squared 2D landmark error in units of each frame's inter-ocular distance.
+
+    pred, target [B,L,2] pixels; scale [B] pixels; weights [L]; valid [B] bool (and NaN targets are skipped).
+    """
+    ok = valid[:, None] & torch.isfinite(target).all(-1)
+    r = (pred - torch.nan_to_num(target)) / scale[:, None, None]
+    w = weights[None] * ok
+    return (w * (r ** 2).sum(-1)).sum() / w.sum().clamp_min(1.0)
+
+
+def landmark_nme(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, valid: torch.Tensor) -> float:
+    """Mean landmark error over valid frames, normalised by the inter-ocular distance (NME)."""
+    ok = valid[:, None] & torch.isfinite(target).all(-1)
+    err = (pred - torch.nan_to_num(target)).norm(dim=-1) / scale[:, None]
+    return float(err[ok].mean()) if ok.any() else float("nan")
+
+
+def temporal_smoothness(x: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of consecutive frames of x [T,...] (0 for a single frame)."""
+    if x.shape[0] < 2:
+        return x.sum() * 0.0
+    return ((x[1:] - x[:-1]) ** 2).mean()
+
+
+def offset_magnitude(offsets_mm: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared offset length (mm²), optionally weighted per vertex (weights [N])."""
+    sq = (offsets_mm ** 2).sum(-1)
+    if weights is None:
+        return sq.mean()
+    return (sq * weights).sum(-1).mean() / weights.sum().clamp_min(1e-12)
+
+
+def offset_laplacian(L: torch.Tensor, offsets_mm: torch.Tensor) -> torch.Tensor:
+    """Mean squared norm of L·D (mm²) for offsets [N,3] or [B,N,3]; L sparse [M,N]."""
+    d = offsets_mm if offsets_mm.dim() == 3 else offsets_mm[None]
+    B, N, C = d.shape
+    flat = d.permute(1, 0, 2).reshape(N, B * C)
+    Ld = torch.sparse.mm(L, flat) if L.is_sparse else L @ flat
+    return (Ld ** 2).sum() / (L.shape[0] * B)

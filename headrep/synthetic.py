@@ -1,0 +1,188 @@
+"""Synthetic clips with known ground truth: the stand-in (or any model) with chosen β, ψ_t, jaw, pose,
+D_static and D_dyn,t rendered into MediaPipe-like landmarks and normal/depth targets.
+
+The fitter's tests and benchmarks feed these through the same detector/estimator interfaces as real video,
+then compare the fitted dense meshes with the truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .body import BodyModel
+from .head import DenseHead
+from .render import get_context
+from .render.maps import PinholeCamera, render_maps
+
+FLIP = torch.tensor([1.0, -1.0, -1.0])
+
+
+@dataclass
+class SyntheticTrack:
+    """The FaceTrack fields the fitter reads."""
+
+    points: np.ndarray      # [T,478,3] crop pixels (NaN where invalid)
+    valid: np.ndarray       # [T] bool
+    boxes: np.ndarray       # [T,3] (x0, y0, side) in frame pixels
+    resolution: int
+    image_size: tuple
+    crops: np.ndarray | None = None
+    indices: np.ndarray | None = None
+    fps: float = 25.0
+    source: str = "synthetic"
+
+
+@dataclass
+class SyntheticTargets:
+    normal: np.ndarray
+    depth: np.ndarray
+    mask: np.ndarray
+    has_depth: bool = True
+    source: str = "synthetic ground truth"
+
+
+@dataclass
+class Truth:
+    betas: torch.Tensor
+    expression: torch.Tensor
+    pose: torch.Tensor
+    transl: torch.Tensor
+    static: torch.Tensor
+    dynamic: torch.Tensor         # [T,Nd,3] (zero off the face)
+    vertices_cam: torch.Tensor    # [T,Nd,3] dense posed vertices in camera space
+    focal: float
+    extra: dict = field(default_factory=dict)
+
+
+def smooth_field(head: DenseHead, centres: np.ndarray, sigma: float, amplitude: np.ndarray,
+                 canonical: torch.Tensor) -> torch.Tensor:
+    """Sum of Gaussian bumps along the outward normals of the canonical dense mesh, [Nd,3] metres."""
+    from .meshops import vertex_normals
+
+    n = vertex_normals(canonical, torch.as_tensor(head.faces))
+    d2 = ((canonical[:, None] - torch.as_tensor(centres, dtype=canonical.dtype)[None]) ** 2).sum(-1)
+    bumps = (torch.as_tensor(amplitude, dtype=canonical.dtype)[None] * torch.exp(-0.5 * d2 / sigma ** 2)).sum(1)
+    return n * bumps[:, None]
+
+
+def wrinkles(head: DenseHead, canonical: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+    """Forehead wrinkles: a sinusoid across the forehead along the normals, amplitude per frame [T] (metres)."""
+    from .meshops import vertex_normals
+
+    n = vertex_normals(canonical, torch.as_tensor(head.faces))
+    y = canonical[:, 1]
+    face = torch.as_tensor(head.face_mask, dtype=canonical.dtype)
+    brow = canonical[torch.as_tensor(head.face_mask)][:, 1].max() - 0.035
+    band = torch.exp(-0.5 * ((y - brow) / 0.02) ** 2) * face
+    pattern = torch.sin(2 * np.pi * y / 0.02) * band
+    return strength[:, None, None] * (pattern[:, None] * n)[None]
+
+
+def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 1, seed: int = 0,
+              expressive: bool = True, static_mm: float = 2.0, wrinkle_mm: float = 1.5,
+              image_size=(360, 640), ctx=None):
+    """A synthetic clip: (track, targets, truth, head)."""
+    g = torch.Generator().manual_seed(seed)
+    head = DenseHead(body, levels=levels)
+    ctx = ctx or get_context("cpu")
+    H, W = image_size
+    focal = 1.5 * max(H, W)
+    betas = 0.8 * torch.randn(1, body.num_betas, generator=g)
+    expression = torch.zeros(T, body.num_expression)
+    pose = torch.zeros(T, 55, 3)
+    if expressive:
+        k = min(6, body.num_expression)
+        expression[:, :k] = 1.0 * torch.randn(T, k, generator=g)
+        pose[:, 22, 0] = 0.15 * torch.rand(T, generator=g)
+    pose[:, 12] = 0.08 * torch.randn(T, 3, generator=g)
+    pose[:, 0] = 0.05 * torch.randn(T, 3, generator=g)
+    with torch.no_grad():
+        rest = head(betas, torch.zeros(1, body.num_expression), torch.zeros(1, 55, 3))
+        canonical = rest.canonical[0]
+        face = torch.as_tensor(head.face_mask)
+        centre = canonical[face].mean(0)
+        # identity detail: bumps all over (hair/ears-like outside the face, small ones on it)
+        rng = np.random.default_rng(seed)
+        face_ids, other_ids = np.nonzero(head.face_mask)[0], np.nonzero(~head.face_mask)[0]
+        pick = np.concatenate([rng.choice(face_ids, 10, replace=False), rng.choice(other_ids, 14, replace=False)])
+        amp = 1e-3 * static_mm * rng.choice([-1.0, 1.0], 24) * rng.uniform(0.6, 1.0, 24)
+        static = smooth_field(head, canonical[pick].numpy(), 0.012, amp, canonical)
+        # expression detail: forehead wrinkles whose depth follows brow raising (expression 3 on the stand-in)
+        strength = 1e-3 * wrinkle_mm * ((0.3 + 0.7 * torch.rand(T, generator=g)) if expressive else torch.zeros(T))
+        dynamic = wrinkles(head, canonical, strength)
+        # place the head ~0.7 m in front of the camera, its face centre on the optical axis (model → camera flip)
+        transl = torch.zeros(T, 3)
+        transl[:, 2] = -0.7 - centre[2]
+        transl[:, 1] = -centre[1]
+        transl[:, :2] += 0.01 * torch.randn(T, 2, generator=g)
+        out = head(betas, expression, pose, transl, static_offsets=static, dynamic_offsets=dynamic)
+        verts_cam = out.vertices * FLIP
+        # crop boxes: square around the projected face, like the tracker's
+        cam_full = PinholeCamera(focal, focal, (W - 1) / 2, (H - 1) / 2, W, H)
+        uv, _ = cam_full.project(verts_cam[:, face])
+        lo, hi = uv.min(1).values, uv.max(1).values
+        side = 1.6 * (hi - lo).max(-1).values
+        c = 0.5 * (lo + hi)
+        boxes = torch.stack([c[:, 0] - side / 2, c[:, 1] - side / 2, side], -1).double()
+        cams = []
+        for t in range(T):
+            x0, y0, s_ = boxes[t].tolist()
+            s = resolution / s_
+            cams.append(PinholeCamera(focal * s, focal * s, ((W - 1) / 2 - x0) * s, ((H - 1) / 2 - y0) * s,
+                                      resolution, resolution, near=0.05, far=20.0))
+        maps = render_maps(ctx, verts_cam, head.faces_t, cams, antialias=False)
+        # targets only on the face (like the MediaPipe-mesh estimator)
+        from . import render as R
+
+        pos = torch.stack([cams[t].to_clip(verts_cam[t]) for t in range(T)])
+        rast, _ = R.rasterize(ctx, pos, head.faces_t, (resolution, resolution))
+        face_attr, _ = R.interpolate(face.float()[:, None].contiguous(), rast, head.faces_t)
+        mask = (face_attr[..., 0] > 0.99) & (maps["mask"] > 0.5)
+        # MediaPipe-like points: the 478 embedded points projected into the crop (z in the same pixel units)
+        lmk = body.landmarks_mp478(_coarse_full(body, head, out.vertices))
+        pts = np.zeros((T, 478, 3), np.float32)
+        for t in range(T):
+            p = lmk[t] * FLIP
+            uv, z = cams[t].project(p)
+            pts[t, :, :2] = uv.numpy()
+            pts[t, :, 2] = ((z - z.mean()) * cams[t].fx / z.mean()).numpy()
+    track = SyntheticTrack(points=pts, valid=np.ones(T, bool), boxes=boxes.numpy(), resolution=resolution,
+                           image_size=(H, W), indices=np.arange(T))
+    targets = SyntheticTargets(normal=maps["normal"].numpy().astype(np.float32),
+                               depth=maps["depth"].numpy().astype(np.float32), mask=mask.numpy())
+    truth = Truth(betas[0], expression, pose, transl, static, dynamic, verts_cam, focal)
+    return track, targets, truth, head
+
+
+def _coarse_full(body: BodyModel, head: DenseHead, dense_vertices: torch.Tensor) -> torch.Tensor:
+    """Full coarse vertex array [B,V,3] with the S rows taken from the dense mesh (offsets included)."""
+    B = dense_vertices.shape[0]
+    full = torch.zeros(B, body.num_vertices, 3, dtype=dense_vertices.dtype)
+    full[:, head.subset_t] = dense_vertices[:, : len(head.subset)]
+    return full
+
+
+def similarity_align(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """pred [B,N,3] aligned onto truth [B,N,3] per frame by a similarity (Umeyama: rotation, translation,
+    scale) - monocular fits recover a head only up to its size/distance trade-off."""
+    mp, mt = pred.mean(1, keepdim=True), truth.mean(1, keepdim=True)
+    P, Q = pred - mp, truth - mt
+    H = P.transpose(1, 2) @ Q
+    U, S, Vt = torch.linalg.svd(H)
+    d = torch.sign(torch.det(Vt.transpose(1, 2) @ U.transpose(1, 2)))
+    D = torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1)
+    R = Vt.transpose(1, 2) @ torch.diag_embed(D) @ U.transpose(1, 2)
+    scale = (S * D).sum(-1) / (P ** 2).sum((1, 2))
+    return scale[:, None, None] * P @ R.transpose(1, 2) + mt
+
+
+def face_errors_mm(pred_cam: torch.Tensor, truth_cam: torch.Tensor, face_mask) -> dict:
+    """Mean per-vertex error on the face region: absolute (camera space) and after per-frame similarity
+    alignment."""
+    m = torch.as_tensor(face_mask)
+    p, t = pred_cam[:, m].double(), truth_cam[:, m].double()
+    return {"absolute_mm": float((p - t).norm(dim=-1).mean() * 1e3),
+            "aligned_mm": float((similarity_align(p, t) - t).norm(dim=-1).mean() * 1e3)}
