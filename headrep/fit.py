@@ -391,7 +391,7 @@ class Fitter:
             loss.backward()
             opt.step()
             if step % 10 == 0 or step == c.coarse_steps - 1:
-                bar.set_postfix(lmk=f"{float(l_lmk):.2e}", total=f"{float(loss):.2e}")
+                bar.set_postfix(lmk=f"{l_lmk.item():.2e}", total=f"{loss.item():.2e}")
             if self._ckpt_due(step):
                 self.save_checkpoint("coarse", step + 1, coarse_opt=opt.state_dict())
         for x in shared + per_frame:
