@@ -66,6 +66,7 @@ class FitConfig:
     w_dyn_mag: float = 1e-3         # the minimal-magnitude penalty on D_dyn
     w_dyn_lap: float = 3e-2
     w_dyn_smooth: float = 1e-3
+    w_dyn_mean: float = 1e-2        # the window's mean D_dyn is shared geometry: it belongs in D_static
     static_init_mm: float = 0.5     # initial outward D_static outside the face
     checkpoint_every: int = 200
 
@@ -436,7 +437,8 @@ class Fitter:
                 + c.w_static_lap * losses.offset_laplacian(self.L, s_mm) \
                 + c.w_dyn_mag * losses.offset_magnitude(d_mm) \
                 + c.w_dyn_lap * losses.offset_laplacian(self.L_face, d_mm) \
-                + c.w_dyn_smooth * losses.temporal_smoothness(d_mm)
+                + c.w_dyn_smooth * losses.temporal_smoothness(d_mm) \
+                + c.w_dyn_mean * (d_mm.mean(0) ** 2).sum(-1).mean()
         if with_terms:
             return loss, {"normal": float(l_normal), "depth": float(l_depth), "lmk": float(l_lmk)}
         return loss
