@@ -9,7 +9,6 @@ dense head needs; a test checks it against `smplx.SMPLX.forward`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 import zipfile
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from .errors import ModelFileError
+from .io import file_sha256
 
 NUM_JOINTS = 55
 J_SPINE3, J_NECK, J_LCOLLAR, J_RCOLLAR, J_HEAD, J_JAW, J_LEYE, J_REYE = 9, 12, 13, 14, 15, 22, 23, 24
@@ -44,14 +44,6 @@ def _shape_rule(V: int):
         "lmk_faces_idx": lambda s: s == (51,),
         "lmk_bary_coords": lambda s: s == (51, 3),
     }
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def validate_model_file(path: Path) -> dict:

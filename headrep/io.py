@@ -318,6 +318,17 @@ def _iter_frames(path: Path, container, stream, start: int, stop: int | None,
         container.close()
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 hex digest of a file, read in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def check_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Refuse an output folder that is a file, or non-empty without ``overwrite``; returns it as a Path."""
     out = Path(out)

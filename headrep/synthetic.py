@@ -57,6 +57,15 @@ class Truth:
     extra: dict = field(default_factory=dict)
 
 
+def _smooth_track(T: int, k: int, g: torch.Generator) -> torch.Tensor:
+    """[T,k] standard-normal keyframes every ~4 frames, cosine-interpolated: motion like a video's."""
+    keys = torch.randn(max(2, T // 4 + 2), k, generator=g)
+    x = torch.linspace(0, len(keys) - 1.001, T)
+    i = x.floor().long()
+    w = (1 - torch.cos(np.pi * (x - i)))[:, None] / 2
+    return keys[i] * (1 - w) + keys[i + 1] * w
+
+
 def smooth_field(head: DenseHead, centres: np.ndarray, sigma: float, amplitude: np.ndarray,
                  canonical: torch.Tensor) -> torch.Tensor:
     """Sum of Gaussian bumps along the outward normals of the canonical dense mesh, [Nd,3] metres."""
@@ -82,7 +91,7 @@ def wrinkles(head: DenseHead, canonical: torch.Tensor, strength: torch.Tensor) -
 
 
 def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 1, seed: int = 0,
-              expressive: bool = True, static_mm: float = 2.0, wrinkle_mm: float = 1.5,
+              expressive: bool = True, static_mm: float = 2.0, wrinkle_mm: float = 2.5,
               image_size=(360, 640), ctx=None):
     """A synthetic clip: (track, targets, truth, head)."""
     g = torch.Generator().manual_seed(seed)
@@ -95,10 +104,10 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
     pose = torch.zeros(T, 55, 3)
     if expressive:
         k = min(6, body.num_expression)
-        expression[:, :k] = 1.0 * torch.randn(T, k, generator=g)
-        pose[:, 22, 0] = 0.15 * torch.rand(T, generator=g)
-    pose[:, 12] = 0.08 * torch.randn(T, 3, generator=g)
-    pose[:, 0] = 0.05 * torch.randn(T, 3, generator=g)
+        expression[:, :k] = 1.0 * _smooth_track(T, k, g)
+        pose[:, 22, 0] = 0.08 * (1 + _smooth_track(T, 1, g)[:, 0]).clamp(0, 2)
+    pose[:, 12] = 0.08 * _smooth_track(T, 3, g)
+    pose[:, 0] = 0.05 * _smooth_track(T, 3, g)
     with torch.no_grad():
         rest = head(betas, torch.zeros(1, body.num_expression), torch.zeros(1, 55, 3))
         canonical = rest.canonical[0]
@@ -111,7 +120,11 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
         amp = 1e-3 * static_mm * rng.choice([-1.0, 1.0], 24) * rng.uniform(0.6, 1.0, 24)
         static = smooth_field(head, canonical[pick].numpy(), 0.012, amp, canonical)
         # expression detail: forehead wrinkles whose depth follows brow raising (expression 3 on the stand-in)
-        strength = 1e-3 * wrinkle_mm * ((0.3 + 0.7 * torch.rand(T, generator=g)) if expressive else torch.zeros(T))
+        # signed and zero-mean over the clip, like a corrective that follows an expression coefficient: what
+        # every frame shares is identity (D_static), what varies is expression (D_dyn)
+        s = _smooth_track(T, 1, g)[:, 0]
+        strength = 1e-3 * wrinkle_mm * ((s - s.mean()) / (s - s.mean()).abs().max().clamp_min(1e-6)
+                                        if expressive else torch.zeros(T))
         dynamic = wrinkles(head, canonical, strength)
         # place the head ~0.7 m in front of the camera, its face centre on the optical axis (model → camera flip)
         transl = torch.zeros(T, 3)
