@@ -440,7 +440,7 @@ class Fitter:
                 + c.w_dyn_smooth * losses.temporal_smoothness(d_mm) \
                 + c.w_dyn_mean * (d_mm.mean(0) ** 2).sum(-1).mean()
         if with_terms:
-            return loss, {"normal": float(l_normal), "depth": float(l_depth), "lmk": float(l_lmk)}
+            return loss, {"normal": l_normal.item(), "depth": l_depth.item(), "lmk": l_lmk.item()}
         return loss
 
     def stage_detail(self, progress=True, start_epoch=0, checkpoint=None):

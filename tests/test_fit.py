@@ -52,7 +52,7 @@ def expressive_fits(body, expressive_clip):
 def test_offsets_recover_detail_on_synthetic_truth(expressive_clip, expressive_fits):
     track, targets, truth, head = expressive_clip
     face = torch.as_tensor(head.face_mask)
-    (f_on, res_on, v_on), (f_off, res_off, v_off) = expressive_fits[True], expressive_fits[False]
+    (f_on, res_on, v_on), (_, res_off, v_off) = expressive_fits[True], expressive_fits[False]
     err_on = face_errors_mm(v_on, truth.vertices_cam, face)
     err_off = face_errors_mm(v_off, truth.vertices_cam, face)
     print(f"face error (similarity-aligned) offsets {err_on['aligned_mm']:.3f} mm vs none {err_off['aligned_mm']:.3f} mm;"
@@ -113,6 +113,19 @@ def test_fit_bad_input_gives_clear_error_and_writes_nothing(tmp_path, case):
     r = _cli("fit", src, "-o", out)
     assert r.returncode == 2, r.stderr[-2000:]
     assert "Traceback" not in r.stderr and expect in r.stderr
+    assert not out.exists()
+
+
+def test_fit_with_a_model_that_is_not_smplx(tmp_path):
+    import numpy as np
+
+    flame = tmp_path / "generic_model.npz"
+    np.savez(flame, v_template=np.zeros((5023, 3)), f=np.zeros((9976, 3), int))
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    out = tmp_path / "out"
+    r = _cli("fit", video, "-o", out, "--model", flame)
+    assert r.returncode == 2 and "FLAME" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
 
 
