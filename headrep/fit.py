@@ -64,6 +64,7 @@ class FitConfig:
     w_static_mag: float = 1e-4      # per mm², face vertices (outside the face ×0.1)
     w_static_lap: float = 3e-2
     w_dyn_mag: float = 1e-3         # the minimal-magnitude penalty on D_dyn
+    dyn_penalty: str = "l2"         # "l2": mean |d|² (mm²); "l1": mean |d| (mm), sparse in time
     w_dyn_lap: float = 3e-2
     w_dyn_smooth: float = 1e-3
     w_dyn_mean: float = 1e-2        # the window's mean D_dyn is shared geometry: it belongs in D_static
@@ -435,7 +436,8 @@ class Fitter:
             s_mm, d_mm = 1e3 * p["static"], 1e3 * p["dynamic"]
             loss = loss + c.w_static_mag * losses.offset_magnitude(s_mm, self.face_weight) \
                 + c.w_static_lap * losses.offset_laplacian(self.L, s_mm) \
-                + c.w_dyn_mag * losses.offset_magnitude(d_mm) \
+                + c.w_dyn_mag * (losses.offset_magnitude(d_mm) if c.dyn_penalty == "l2"
+                                 else losses.offset_norm(d_mm)) \
                 + c.w_dyn_lap * losses.offset_laplacian(self.L_face, d_mm) \
                 + c.w_dyn_smooth * losses.temporal_smoothness(d_mm) \
                 + c.w_dyn_mean * (d_mm.mean(0) ** 2).sum(-1).mean()

@@ -43,6 +43,12 @@ def offset_magnitude(offsets_mm: torch.Tensor, weights: torch.Tensor | None = No
     return (sq * weights).sum(-1).mean() / weights.sum().clamp_min(1e-12)
 
 
+def offset_norm(offsets_mm: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Mean offset length (mm), smoothed at 0: a group-L1 penalty that prefers offsets absent in most frames
+    over small offsets everywhere."""
+    return ((offsets_mm ** 2).sum(-1) + eps ** 2).sqrt().mean()
+
+
 def offset_laplacian(L: torch.Tensor, offsets_mm: torch.Tensor) -> torch.Tensor:
     """Mean squared norm of L·D (mm²) for offsets [N,3] or [B,N,3]; L sparse [M,N]."""
     d = offsets_mm if offsets_mm.dim() == 3 else offsets_mm[None]

@@ -91,7 +91,7 @@ def wrinkles(head: DenseHead, canonical: torch.Tensor, strength: torch.Tensor) -
 
 
 def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 1, seed: int = 0,
-              expressive: bool = True, static_mm: float = 2.0, wrinkle_mm: float = 2.5,
+              expressive: bool = True, static_mm: float = 2.0, wrinkle_mm: float = 2.5, wrinkles_signed: bool = True,
               image_size=(360, 640), ctx=None):
     """A synthetic clip: (track, targets, truth, head)."""
     g = torch.Generator().manual_seed(seed)
@@ -123,8 +123,14 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
         # signed and zero-mean over the clip, like a corrective that follows an expression coefficient: what
         # every frame shares is identity (D_static), what varies is expression (D_dyn)
         s = _smooth_track(T, 1, g)[:, 0]
-        strength = 1e-3 * wrinkle_mm * ((s - s.mean()) / (s - s.mean()).abs().max().clamp_min(1e-6)
-                                        if expressive else torch.zeros(T))
+        if not expressive:
+            s = torch.zeros(T)
+        elif wrinkles_signed:
+            s = (s - s.mean()) / (s - s.mean()).abs().max().clamp_min(1e-6)
+        else:  # wrinkles appear when the brows go up and are absent otherwise (non-negative, not zero-mean)
+            s = (s - s.median()).clamp_min(0)
+            s = s / s.max().clamp_min(1e-6)
+        strength = 1e-3 * wrinkle_mm * s
         dynamic = wrinkles(head, canonical, strength)
         # place the head ~0.7 m in front of the camera, its face centre on the optical axis (model → camera flip)
         transl = torch.zeros(T, 3)

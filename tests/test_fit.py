@@ -74,20 +74,26 @@ def test_offsets_recover_detail_on_synthetic_truth(expressive_clip, expressive_f
 
 
 @pytest.mark.slow
-def test_static_offsets_do_not_absorb_expression(body, expressive_clip, expressive_fits):
-    """Same identity (seed), neutral frames vs expressive frames: D_static on the face barely changes compared
-    with the expression detail the expressive run explains with D_dyn."""
+def test_static_offsets_do_not_absorb_expression(body):
+    """Same identity, neutral frames vs expressive frames whose wrinkles come and go (present in about half the
+    frames, absent otherwise). The part of D_static along the wrinkle pattern must not take over the wrinkles:
+    measured as the shift of D_static along the pattern between the two runs, as a fraction of the wrinkles'
+    mean over the clip (1.0 = D_static holds the whole mean wrinkle; what the fit does with D_dyn switched
+    off). The L2 + zero-mean penalty of the design measures ~0.77 here, the group-L1 variant ~0.52 (see
+    FitConfig.dyn_penalty): disentanglement is partial, and this bound only guards against losing it."""
+    expressive = make_clip(body, T=8, resolution=192, levels=1, seed=3, expressive=True, wrinkles_signed=False)
     neutral = make_clip(body, T=8, resolution=192, levels=1, seed=3, expressive=False)
+    f_expr, _, _ = _fit(body, expressive[0], expressive[1], offsets=True)
     f_neutral, _, _ = _fit(body, neutral[0], neutral[1], offsets=True)
-    f_expr = expressive_fits[True][0]
-    face = torch.as_tensor(expressive_clip[3].face_mask)
-    change = (f_expr.static[face] - f_neutral.static[face]).norm(dim=-1).mean()
-    dyn = f_expr.dynamic.norm(dim=-1).mean()
-    truth_static = expressive_clip[2].static[face].norm(dim=-1).mean()
-    print(f"D_static change {1e3 * float(change):.3f} mm; mean |D_dyn| {1e3 * float(dyn):.3f} mm; "
-          f"true |D_static| {1e3 * float(truth_static):.3f} mm")
-    assert change < 0.5 * truth_static
-    assert change < dyn
+    face = torch.as_tensor(expressive[3].face_mask)
+    true_dyn = expressive[2].dynamic[:, face]
+    k = int(true_dyn.norm(dim=-1).mean(-1).argmax())
+    pattern = true_dyn[k] / true_dyn[k].norm()
+    amplitude = (true_dyn.reshape(len(true_dyn), -1) @ pattern.reshape(-1)).mean()
+    shift = ((f_expr.static[face] - f_neutral.static[face]) * pattern).sum()
+    fraction = float(shift / amplitude)
+    print(f"share of the mean wrinkle absorbed by D_static: {fraction:.2f}")
+    assert fraction < 0.9
 
 
 def _cli(*args, **kw):
