@@ -198,3 +198,24 @@ def test_single_image_fit(tmp_path):
     stats = rep.meta["fit"]["stats"] if hasattr(rep, "meta") else None
     if stats is not None:
         assert stats["detail"]["landmark_nme"] < 0.08
+
+
+@pytest.mark.slow
+def test_ibug68_path_for_models_without_the_mediapipe_embedding(tmp_path, body, standin_file):
+    """A model that carries only SMPL-X's 68-point embedding (static 51 + dynamic contour) is fitted on iBUG-68
+    landmarks mapped from MediaPipe; here: the stand-in with its MediaPipe arrays removed."""
+    from headrep.body import BodyModel
+
+    arrays = dict(np.load(standin_file))
+    for key in ("mp478_faces_idx", "mp478_bary_coords"):
+        arrays.pop(key)
+    path = tmp_path / "SMPLX_NO_MP.npz"
+    np.savez(path, **arrays)
+    plain = BodyModel(path)
+    assert plain.mp478 is None
+    track, targets, truth, head = make_clip(body, T=6, resolution=160, levels=1, seed=1)
+    f = Fitter(plain, track, targets, FitConfig(resolution=160, coarse_steps=200, detail_epochs=4, window=6))
+    assert f.lmk.kind == "ibug68" and len(f.lmk.weights) == 68
+    res = f.run(progress=False)
+    assert res.stats["coarse"]["landmark_nme"] < 0.03
+    assert res.stats["detail"]["normal_deg"] < res.stats["coarse"]["normal_deg"]
