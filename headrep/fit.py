@@ -328,6 +328,14 @@ class Fitter:
                                       (float(self.principal[1]) - y0) * s, self.R, self.R, near=0.05, far=20.0))
         return cams
 
+    def _render(self, verts_cam, idx, antialias=True) -> dict:
+        """Normal/depth/mask maps in each frame's crop camera; on a CUDA context the geometry goes to the GPU
+        for rasterisation only (autograd carries the gradients back), the fitter's tensors stay on the CPU."""
+        dev = getattr(self.ctx, "device", torch.device("cpu"))
+        maps = render_maps(self.ctx, verts_cam.to(dev), self.head.faces_t.to(dev), self.crop_cameras(idx),
+                           antialias=antialias)
+        return {k: v.cpu() for k, v in maps.items()}
+
     # --- model evaluation -------------------------------------------------------------------------------
     def coarse_landmarks(self, idx, params=None):
         p = params or self._params(idx)
@@ -419,7 +427,7 @@ class Fitter:
         verts, pose = self.dense(idx, p)
         valid = self.valid_t[idx]
         verts_cam = verts * FLIP
-        maps = render_maps(self.ctx, verts_cam, self.head.faces_t, self.crop_cameras(idx))
+        maps = self._render(verts_cam, idx)
         tmask = torch.as_tensor(self.targets.mask[idx.numpy()]) & (maps["mask"] > 0.5) & valid[:, None, None]
         tn = torch.as_tensor(self.targets.normal[idx.numpy()])
         l_normal = c.w_normal * normal_loss(maps["normal"], tn, tmask).mean()
@@ -548,7 +556,7 @@ class Fitter:
             p = self._params(idx)
             lmk = self._project(self.lmk.points(verts[:, : len(self.head.subset)], pose, local=False), p["focal"])
             nme.append(losses.landmark_nme(lmk, self.det_full[idx], self.iod[idx], valid) * int(valid.sum()))
-            maps = render_maps(self.ctx, verts * FLIP, self.head.faces_t, self.crop_cameras(idx), antialias=False)
+            maps = self._render(verts * FLIP, idx, antialias=False)
             tmask = torch.as_tensor(self.targets.mask[idx.numpy()]) & (maps["mask"] > 0.5) & valid[:, None, None]
             a = angular_normal_error(maps["normal"], torch.as_tensor(self.targets.normal[idx.numpy()]), tmask)
             ang.append(float(torch.nan_to_num(a[valid]).sum()))
