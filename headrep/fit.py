@@ -31,11 +31,10 @@ import torch
 from . import losses
 from .body import BodyModel
 from .errors import HeadrepError
-from .head import DenseHead
+from .head import MODEL_TO_CAMERA, DenseHead, to_camera
 from .render.maps import PinholeCamera, render_maps
 from .standin import MP_TO_IBUG68
 
-FLIP = torch.tensor([1.0, -1.0, -1.0])
 MP_EYE_OUTER = (33, 263)  # MediaPipe outer eye corners: inter-ocular distance for NME
 MP_FACE_POINTS = 468      # the 10 iris points follow gaze, not the surface: not fitted
 
@@ -280,7 +279,7 @@ class Fitter:
 
         f = float(self.log_focal.exp())
         K = np.array([[f, 0, float(self.principal[0])], [0, f, float(self.principal[1])], [0, 0, 1]])
-        F = np.diag([1.0, -1.0, -1.0])
+        F = np.diag(MODEL_TO_CAMERA)
         obj = model_pts @ F  # the flip first: PnP then finds the camera from the model's camera-facing copy
         pivot = self.pivot.numpy().astype(np.float64)
         root = head_joint - pivot
@@ -314,7 +313,7 @@ class Fitter:
         return tau + self.pivot - torch.einsum("bij,j->bi", R, self.pivot)
 
     def _project(self, pts_model: torch.Tensor, focal: torch.Tensor) -> torch.Tensor:
-        cam = pts_model * FLIP
+        cam = to_camera(pts_model)
         z = cam[..., 2:3].clamp_min(1e-4)
         return focal * cam[..., :2] / z + self.principal.float()
 
@@ -426,7 +425,7 @@ class Fitter:
 
         verts, pose = self.dense(idx, p)
         valid = self.valid_t[idx]
-        verts_cam = verts * FLIP
+        verts_cam = to_camera(verts)
         maps = self._render(verts_cam, idx)
         tmask = torch.as_tensor(self.targets.mask[idx.numpy()]) & (maps["mask"] > 0.5) & valid[:, None, None]
         tn = torch.as_tensor(self.targets.normal[idx.numpy()])
@@ -556,7 +555,7 @@ class Fitter:
             p = self._params(idx)
             lmk = self._project(self.lmk.points(verts[:, : len(self.head.subset)], pose, local=False), p["focal"])
             nme.append(losses.landmark_nme(lmk, self.det_full[idx], self.iod[idx], valid) * int(valid.sum()))
-            maps = self._render(verts * FLIP, idx, antialias=False)
+            maps = self._render(to_camera(verts), idx, antialias=False)
             tmask = torch.as_tensor(self.targets.mask[idx.numpy()]) & (maps["mask"] > 0.5) & valid[:, None, None]
             a = angular_normal_error(maps["normal"], torch.as_tensor(self.targets.normal[idx.numpy()]), tmask)
             ang.append(float(torch.nan_to_num(a[valid]).sum()))

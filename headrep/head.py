@@ -18,6 +18,17 @@ from .body import BodyModel, skin
 from .topology import DenseTopology, build_dense_topology, submesh
 
 
+# Model space is SMPL-X's (y up, z toward the viewer); camera space is OpenCV's (y down, z away from the
+# viewer). Fitted heads carry their global rotation and translation in model space, so model -> camera is
+# this fixed flip for every rep, render and fit.
+MODEL_TO_CAMERA = (1.0, -1.0, -1.0)
+
+
+def to_camera(points_model: torch.Tensor) -> torch.Tensor:
+    """Model space (posed, translated) -> OpenCV camera space: multiply by MODEL_TO_CAMERA."""
+    return points_model * torch.tensor(MODEL_TO_CAMERA, dtype=points_model.dtype, device=points_model.device)
+
+
 @dataclass
 class DenseOutput:
     vertices: torch.Tensor    # [B, Nd, 3] posed dense vertices

@@ -27,6 +27,7 @@ def head_camera(verts: torch.Tensor, face_mask: np.ndarray, resolution: int, fov
     Model space is SMPL-X's (y up, z toward the viewer); camera space is OpenCV's (y down, z away), so
     the camera looks down model -z from in front of the face and the subject's left is on the image right.
     """
+    from .head import to_camera as model_to_camera
     from .render.maps import PinholeCamera
 
     v = verts.detach()
@@ -38,14 +39,13 @@ def head_camera(verts: torch.Tensor, face_mask: np.ndarray, resolution: int, fov
     half = 0.5 * float(hi[1] - lo[1]) * 1.15
     dist = half / math.tan(math.radians(fov_deg) / 2) + float(hi[2] - centre[2])
     cam = PinholeCamera.from_fov(fov_deg, resolution, resolution, near=0.05, far=10.0)
-    flip = torch.tensor([1.0, -1.0, -1.0], dtype=v.dtype)
     eye = centre + torch.tensor([0.0, 0.0, dist], dtype=v.dtype)
 
     def to_camera(points: torch.Tensor, yaw: float = 0.0) -> torch.Tensor:
         c, s = math.cos(yaw), math.sin(yaw)
         rot = torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]], dtype=points.dtype)
         p = (points - centre) @ rot.T + centre  # turn the head about its vertical axis
-        return (p - eye) * flip
+        return model_to_camera(p - eye)
 
     return cam, to_camera, centre
 

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from .errors import HeadrepError
+from .head import to_camera
 
 FORMAT = "headrep.rep"
 VERSION = 1
@@ -53,7 +54,6 @@ TENSOR_FILE = "rep.safetensors"
 JSON_FILE = "rep.json"
 NUM_JOINTS = 55
 NUM_MP = 478
-MODEL_TO_CAMERA = (1.0, -1.0, -1.0)
 
 # name -> (shape template, kind); shape symbols come from the json (T, nb, ne, Nd, Nf), ints are fixed
 _SPEC: dict[str, tuple[tuple, str]] = {
@@ -700,9 +700,6 @@ def _check_space(space: str) -> None:
         raise ValueError(f"space must be 'camera' or 'model', got {space!r}")
 
 
-def to_camera(points_model: torch.Tensor) -> torch.Tensor:
-    """Model space (SMPL-X, posed, with transl) -> OpenCV camera: multiply by [1,-1,-1]."""
-    return points_model * torch.tensor(MODEL_TO_CAMERA, dtype=points_model.dtype, device=points_model.device)
 
 
 def _trimesh(vertices: torch.Tensor, faces: np.ndarray):

@@ -13,11 +13,10 @@ import numpy as np
 import torch
 
 from .body import BodyModel
-from .head import DenseHead
+from .head import DenseHead, to_camera
 from .render import get_context
 from .render.maps import PinholeCamera, render_maps
 
-FLIP = torch.tensor([1.0, -1.0, -1.0])
 
 
 @dataclass
@@ -138,7 +137,7 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
         transl[:, 1] = -centre[1]
         transl[:, :2] += 0.01 * torch.randn(T, 2, generator=g)
         out = head(betas, expression, pose, transl, static_offsets=static, dynamic_offsets=dynamic)
-        verts_cam = out.vertices * FLIP
+        verts_cam = to_camera(out.vertices)
         # crop boxes: square around the projected face, like the tracker's
         cam_full = PinholeCamera(focal, focal, (W - 1) / 2, (H - 1) / 2, W, H)
         uv, _ = cam_full.project(verts_cam[:, face])
@@ -164,7 +163,7 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
         lmk = body.landmarks_mp478(_coarse_full(body, head, out.vertices))
         pts = np.zeros((T, 478, 3), np.float32)
         for t in range(T):
-            p = lmk[t] * FLIP
+            p = to_camera(lmk[t])
             uv, z = cams[t].project(p)
             pts[t, :, :2] = uv.numpy()
             pts[t, :, 2] = ((z - z.mean()) * cams[t].fx / z.mean()).numpy()
