@@ -262,7 +262,7 @@ class Fitter:
 
             with torch.no_grad():
                 v = self.head(rest["betas"], rest["expression"], rest["pose"]).canonical[0]
-                n = vertex_normals(v, torch.as_tensor(self.head.faces))
+                n = vertex_normals(v, self.head.faces_t.long())
             outside = torch.as_tensor(~self.head.face_mask, dtype=torch.float32)[:, None]
             self.static = 1e-3 * self.cfg.static_init_mm * n * outside
         self.face_weight = torch.where(torch.as_tensor(self.head.face_mask), 1.0, 0.1)

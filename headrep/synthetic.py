@@ -70,7 +70,7 @@ def smooth_field(head: DenseHead, centres: np.ndarray, sigma: float, amplitude: 
     """Sum of Gaussian bumps along the outward normals of the canonical dense mesh, [Nd,3] metres."""
     from .meshops import vertex_normals
 
-    n = vertex_normals(canonical, torch.as_tensor(head.faces))
+    n = vertex_normals(canonical, head.faces_t.long())
     d2 = ((canonical[:, None] - torch.as_tensor(centres, dtype=canonical.dtype)[None]) ** 2).sum(-1)
     bumps = (torch.as_tensor(amplitude, dtype=canonical.dtype)[None] * torch.exp(-0.5 * d2 / sigma ** 2)).sum(1)
     return n * bumps[:, None]
@@ -80,7 +80,7 @@ def wrinkles(head: DenseHead, canonical: torch.Tensor, strength: torch.Tensor) -
     """Forehead wrinkles: a sinusoid across the forehead along the normals, amplitude per frame [T] (metres)."""
     from .meshops import vertex_normals
 
-    n = vertex_normals(canonical, torch.as_tensor(head.faces))
+    n = vertex_normals(canonical, head.faces_t.long())
     y = canonical[:, 1]
     face = torch.as_tensor(head.face_mask, dtype=canonical.dtype)
     brow = canonical[torch.as_tensor(head.face_mask)][:, 1].max() - 0.035
