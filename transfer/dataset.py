@@ -1,0 +1,111 @@
+"""Training samples for the transfer model: one dict per identity.
+
+    {"neutral": [Nf,3], "normals": [Nf,3], "expression": [T,ne], "jaw": [T,3], "target": [T,Nf,3]}
+
+neutral: the identity's neutral dense mesh U·M(β) + D_static on its face vertices (model space, metres); normals:
+area-weighted vertex normals of that full neutral dense mesh, on the face vertices; target: the per-frame dynamic
+offsets D_dyn,t on the face vertices (metres). Only valid frames are kept.
+
+`synthetic_identity` builds the same dict for a random β (+ smooth D_static bumps) on the stand-in, with D_dyn
+given by a KNOWN identity-dependent rule (`expression_detail`), so the transfer model can be tested without fitting.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from headrep.meshops import vertex_normals
+
+SPACING = 0.022  # furrow spacing of the synthetic rule (m)
+BROW_RAISE = 3  # the stand-in's expression index of "brow_raise" (headrep.standin.EXPRESSION_NAMES)
+
+
+def samples_from_rep(rep) -> dict:
+    """Samples from a HeadRep (loaded with its model): valid frames only."""
+    rep._need_model()
+    fv = torch.as_tensor(rep.face_vertices).long()
+    valid = torch.as_tensor(np.nonzero(rep.valid)[0])
+    neutral_full = rep.neutral_vertices().float()
+    normals_full = vertex_normals(neutral_full, torch.tensor(np.asarray(rep.head.faces)))
+    t = rep.tensors
+    return {"neutral": neutral_full[fv].clone(), "normals": normals_full[fv].clone(),
+            "expression": t["expression"][valid].float().clone(), "jaw": t["pose"][valid, 22].float().clone(),
+            "target": t["dynamic_offsets"][valid].float().clone(), "face_vertices": fv}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# synthetic identities with a known identity-dependent expression-detail rule
+
+def expression_detail(neutral: torch.Tensor, normals: torch.Tensor, expression: torch.Tensor, jaw: torch.Tensor,
+                      anchors: dict) -> torch.Tensor:
+    """The ground-truth rule D_dyn [T,Nf,3] (metres) of the synthetic identities.
+
+    1. forehead wrinkles: when the brows go up (ψ_brow_raise > 0), horizontal furrows along the normal,
+       depth 2.0 mm × ψ⁺, with a fixed spacing of 16 mm in head height and confined to a band around a fixed
+       height of the head and to forward-facing skin (n_z⁺). The furrows are fixed in the head frame, so on each
+       identity they fall on *different* vertices (a taller forehead gets them lower on its skin, a wider face
+       further out): copying another person's offsets by vertex index misplaces them.
+    2. chin / mentalis bulge when the jaw opens (θ_jaw,x > 0): 1.5 mm per 0.2 rad along the normal, an
+       anisotropic Gaussian blob at a fixed point of the head frame modulated by a vertical ripple.
+
+    ``anchors``: {"forehead_y", "chin": [3]} in model space (fixed for all identities; from the template).
+    """
+    y = neutral[:, 1]
+    brow = expression[:, BROW_RAISE].clamp_min(0)                                            # [T]
+    band = torch.exp(-0.5 * ((y - anchors["forehead_y"]) / 0.03) ** 2) * normals[:, 2].clamp_min(0)
+    furrows = torch.sin(2 * np.pi * y / SPACING)
+    wr = 3.0e-3 * brow[:, None] * (band * furrows)[None]                                     # [T,Nf]
+    chin = torch.as_tensor(anchors["chin"], dtype=neutral.dtype)
+    d = (neutral - chin) / torch.tensor([0.04, 0.025, 0.04], dtype=neutral.dtype)
+    blob = torch.exp(-0.5 * (d ** 2).sum(-1)) * torch.cos(2 * np.pi * (y - chin[1]) / 0.04)
+    jw = 2.0e-3 * (jaw[:, 0].clamp_min(0) / 0.2)[:, None] * blob[None]
+    return (wr + jw)[..., None] * normals[None]
+
+
+def template_anchors(body, head) -> dict:
+    """Anchor points of `expression_detail`, from the model's β = 0 neutral face (model space)."""
+    p = body.zero_params(1)
+    with torch.no_grad():
+        v = head(p["betas"], p["expression"], p["pose"]).vertices[0]
+    f = v[torch.as_tensor(head.face_mask)]
+    top, bottom = float(f[:, 1].max()), float(f[:, 1].min())
+    front = float(f[:, 2].max())
+    return {"forehead_y": top - 0.03, "chin": [0.0, bottom + 0.02, front - 0.01]}
+
+
+def random_expressions(T: int, ne: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame ψ [T,ne] ~ N(0, 0.8²) and jaw [T,3] (opening 0–0.3 rad about x)."""
+    expression = 0.8 * torch.randn(T, ne, generator=g)
+    jaw = torch.zeros(T, 3)
+    jaw[:, 0] = 0.3 * torch.rand(T, generator=g)
+    return expression, jaw
+
+
+def synthetic_identity(body, head, seed: int, T: int = 48, beta_std: float = 1.0, static_mm: float = 1.0,
+                       expression: torch.Tensor | None = None, jaw: torch.Tensor | None = None,
+                       anchors: dict | None = None) -> dict:
+    """A synthetic identity: random β (std ``beta_std``) and smooth D_static bumps (±``static_mm``), T frames
+    of random expressions (or the ``expression``/``jaw`` given: the same expressions on another identity), the
+    D_dyn target from `expression_detail`. Returns the `samples_from_rep` dict plus "betas" and "static"."""
+    from headrep.synthetic import smooth_field
+
+    g = torch.Generator().manual_seed(int(seed))
+    rng = np.random.default_rng(int(seed))
+    anchors = anchors or template_anchors(body, head)
+    betas = beta_std * torch.randn(1, body.num_betas, generator=g)
+    p = body.zero_params(1)
+    fm = torch.as_tensor(np.nonzero(np.asarray(head.face_mask))[0])
+    with torch.no_grad():
+        canonical = head(betas, p["expression"], p["pose"]).vertices[0]
+        pick = rng.choice(head.num_vertices, 16, replace=False)
+        amp = 1e-3 * static_mm * rng.choice([-1.0, 1.0], 16) * rng.uniform(0.5, 1.0, 16)
+        static = smooth_field(head, canonical[pick].numpy(), 0.015, amp, canonical)
+        neutral_full = canonical + static
+        normals_full = vertex_normals(neutral_full, torch.tensor(np.asarray(head.faces)))
+    if expression is None:
+        expression, jaw = random_expressions(T, body.num_expression, g)
+    neutral, normals = neutral_full[fm].clone(), normals_full[fm].clone()
+    target = expression_detail(neutral, normals, expression, jaw, anchors)
+    return {"neutral": neutral, "normals": normals, "expression": expression.clone(), "jaw": jaw.clone(),
+            "target": target, "face_vertices": fm, "betas": betas[0], "static": static}
