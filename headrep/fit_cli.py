@@ -22,17 +22,15 @@ CHECKPOINT = ".fit-checkpoint"
 
 
 def parse_frames(spec: str | None) -> slice | None:
-    """'A:B' (source frame numbers, Python slice semantics, either end optional) -> slice."""
+    """'A:B' or 'A:B:C' (source frame numbers, Python slice semantics, either end optional) -> slice."""
+    from .video import parse_slice
+
     if spec is None:
         return None
-    parts = spec.split(":")
-    if len(parts) != 2:
+    sel = parse_slice(spec)
+    if isinstance(sel, int):
         raise HeadrepError(f"--frames must look like A:B (e.g. 0:100, :50 or 20:), got {spec!r}")
-    try:
-        a, b = (int(p) if p.strip() else None for p in parts)
-    except ValueError:
-        raise HeadrepError(f"--frames must hold integers, got {spec!r}") from None
-    return slice(a, b)
+    return sel
 
 
 def _prepare_out(out: Path, resume: bool, overwrite: bool) -> Path:

@@ -54,7 +54,6 @@ class DenseHead(torch.nn.Module):
         self.register_buffer("subset_t", torch.as_tensor(self.subset, dtype=torch.long))
         self.register_buffer("faces_t", torch.as_tensor(self.faces.astype(np.int32)))
         self.face_mask = self.topology.dense_mask(body.face_mask[self.subset], rule="all")
-        self._U = self.topology.U(dtype=body.dtype)
 
     @property
     def num_vertices(self) -> int:

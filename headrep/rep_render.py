@@ -325,23 +325,16 @@ def run_render(rep_path: Path, out: Path | None = None, resolution: int | None =
 
 def parse_frames(spec: str | None, T: int) -> np.ndarray:
     """Positions selected by "A:B" / "A:B:C" / "A" (0-based positions in the rep, Python slice semantics)."""
+    from .video import parse_slice
+
     if spec is None or spec.strip() in ("", ":"):
         return np.arange(T)
-    parts = spec.strip().split(":")
-    try:
-        nums = [int(p) if p.strip() else None for p in parts]
-    except ValueError:
-        raise HeadrepError(f"--frames {spec!r}: expected A:B (integers, e.g. 0:10, 5:, :-1) or a single A") from None
-    if len(nums) == 1:
-        a = nums[0]
-        if a is None or not -T <= a < T:
+    sel = parse_slice(spec)
+    if isinstance(sel, int):
+        if not -T <= sel < T:
             raise HeadrepError(f"--frames {spec!r}: position out of range for a rep of {T} frames")
-        return np.array([a % T])
-    if len(nums) > 3:
-        raise HeadrepError(f"--frames {spec!r}: expected A:B or A:B:C")
-    if len(nums) == 3 and nums[2] == 0:
-        raise HeadrepError(f"--frames {spec!r}: the step cannot be 0")
-    sel = np.arange(T)[slice(*nums)]
+        return np.array([sel % T])
+    sel = np.arange(T)[sel]
     if len(sel) == 0:
         raise HeadrepError(f"--frames {spec!r} selects no frame of a rep of {T} frames")
     return sel

@@ -75,6 +75,24 @@ class Frames:
 # helpers
 
 
+def parse_slice(spec: str, what: str = "--frames") -> slice | int:
+    """Parse "A:B", "A:B:C" (Python slice semantics, either end optional) or a single "A" -> slice or int."""
+    parts = spec.strip().split(":")
+    try:
+        nums = [int(p) if p.strip() else None for p in parts]
+    except ValueError:
+        raise HeadrepError(f"{what} {spec!r}: expected integers, as in A:B (e.g. 0:10, 5:, :-1)") from None
+    if len(nums) == 1:
+        if nums[0] is None:
+            raise HeadrepError(f"{what} {spec!r}: expected A:B (integers, e.g. 0:10, 5:, :-1) or a single A")
+        return nums[0]
+    if len(nums) > 3:
+        raise HeadrepError(f"{what} {spec!r}: expected A:B or A:B:C")
+    if len(nums) == 3 and nums[2] == 0:
+        raise HeadrepError(f"{what} {spec!r}: the step cannot be 0")
+    return slice(*nums)
+
+
 def _natural_key(name: str):
     return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
 
