@@ -233,7 +233,7 @@ class Fitter:
         self.iod = torch.nan_to_num(iod, nan=1.0).float().clamp_min(1.0)
         self._init_params()
         self.stats: dict = {}
-        self._t_start = time.perf_counter()
+        self.checkpoint_dir: Path | None = None  # set by run(); None: no checkpoints
 
     # --- parameters -------------------------------------------------------------------------------------
     def _init_params(self):
@@ -509,8 +509,6 @@ class Fitter:
                 setattr(self, name, _interpolate_invalid(getattr(self, name), self.valid))
 
     # --- checkpoints ------------------------------------------------------------------------------------
-    checkpoint_dir: Path | None = None
-
     def _ckpt_due(self, step):
         return self.checkpoint_dir is not None and self.cfg.checkpoint_every and (step + 1) % self.cfg.checkpoint_every == 0
 
