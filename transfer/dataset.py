@@ -21,17 +21,80 @@ SPACING = 0.022  # furrow spacing of the synthetic rule (m)
 BROW_RAISE = 3  # the stand-in's expression index of "brow_raise" (headrep.standin.EXPRESSION_NAMES)
 
 
-def samples_from_rep(rep) -> dict:
-    """Samples from a HeadRep (loaded with its model): valid frames only."""
+def neutral_face(rep) -> tuple[torch.Tensor, torch.Tensor]:
+    """(neutral [Nf,3], normals [Nf,3]) of a rep's identity on its face vertices: U·M(β) + D_static in model
+    space, with area-weighted vertex normals of the whole neutral dense mesh. What G is conditioned on."""
     rep._need_model()
     fv = torch.as_tensor(rep.face_vertices).long()
-    valid = torch.as_tensor(np.nonzero(rep.valid)[0])
     neutral_full = rep.neutral_vertices().float()
     normals_full = vertex_normals(neutral_full, torch.tensor(np.asarray(rep.head.faces)))
+    return neutral_full[fv].clone(), normals_full[fv].clone()
+
+
+def samples_from_rep(rep) -> dict:
+    """Samples from a HeadRep (loaded with its model): valid frames only."""
+    fv = torch.as_tensor(rep.face_vertices).long()
+    valid = torch.as_tensor(np.nonzero(rep.valid)[0])
+    neutral, normals = neutral_face(rep)
     t = rep.tensors
-    return {"neutral": neutral_full[fv].clone(), "normals": normals_full[fv].clone(),
+    return {"neutral": neutral, "normals": normals,
             "expression": t["expression"][valid].float().clone(), "jaw": t["pose"][valid, 22].float().clone(),
             "target": t["dynamic_offsets"][valid].float().clone(), "face_vertices": fv}
+
+
+def identity_key(rep) -> dict:
+    """What two reps must share to exchange expressions and offsets: the model file and the dense topology."""
+    return {"model_sha256": rep.meta["model"]["model_sha256"], "topology_hash": rep.meta["topology"]["hash"],
+            "levels": int(rep.meta["topology"]["levels"]), "num_face_vertices": int(rep.face_vertices.shape[0])}
+
+
+def check_compatible(reps: list, what: str = "reps") -> dict:
+    """The common `identity_key` of ``reps``; TransferError naming the first rep that differs (another model file
+    or another subdivision level)."""
+    from .errors import TransferError
+
+    key = identity_key(reps[0])
+    for r in reps[1:]:
+        k = identity_key(r)
+        if k != key:
+            why = ("another model file (sha256 " + k["model_sha256"][:12] + "… vs " + key["model_sha256"][:12] + "…)"
+                   if k["model_sha256"] != key["model_sha256"] else
+                   f"another dense topology (levels {k['levels']}, hash {k['topology_hash'][:12]}… vs levels "
+                   f"{key['levels']}, hash {key['topology_hash'][:12]}…)")
+            raise TransferError(f"{what}: {r.path} and {reps[0].path} were fitted with {why}; expressions and "
+                                f"offsets can only move between reps of the same model and subdivision (--subdiv)")
+    return key
+
+
+def load_training_reps(paths: list, body_model=None) -> tuple[list[dict], list[dict], dict]:
+    """Load HeadRep folders for training: (sample dicts, per-rep records for the model file, common key).
+
+    TransferError for an empty list, an unreadable rep, a rep without valid frames, or reps of different models
+    or topologies."""
+    from pathlib import Path
+
+    from headrep.errors import HeadrepError
+    from headrep.io import file_sha256
+    from headrep.rep import TENSOR_FILE, HeadRep
+
+    from .errors import TransferError
+
+    if not paths:
+        raise TransferError("transfer train: no reps given (pass one or more HeadRep folders to --reps)")
+    reps = []
+    for p in paths:
+        try:
+            reps.append(HeadRep.load(p, model=body_model))
+        except HeadrepError as exc:
+            raise TransferError(f"transfer train: {exc}") from None
+    for r in reps:
+        if int(r.valid.sum()) == 0:
+            raise TransferError(f"transfer train: {r.path} has no valid frames (no face was found in any frame)")
+    key = check_compatible(reps, "transfer train")
+    records = [{"path": str(Path(r.path).resolve()), "sha256": file_sha256(Path(r.path) / TENSOR_FILE),
+                "frames": int(r.num_frames), "valid_frames": int(r.valid.sum()), "standin": bool(r.is_standin)}
+               for r in reps]
+    return [samples_from_rep(r) for r in reps], records, key
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,10 @@ Position normalisation (the "head scale"): n(x) = (x − centre) / scale with ``
 same for every identity so that identities keep their differences) and ``scale`` = 0.1 m (half a head height), so
 face positions land in about [−1, 1].
 
+Rest anchoring (``anchor_rest``, on by default): the model returns G(·, z_t) − G(·, z_rest) with z_rest = E(0, 0),
+so an expression at rest (ψ = 0, jaw closed) gets exactly zero detail and a driven face at rest is exactly the
+target's neutral face; the subtraction is part of the model in training as well.
+
 ``identity_features=False`` builds the ablation: G is fed a fixed template neutral mesh and normals (buffers)
 instead of the identity's own — it still knows *which* vertex it is evaluating, but not whose face it is.
 """
@@ -100,9 +104,11 @@ class TransferModel(nn.Module):
 
     def __init__(self, E: ExpressionEncoder, G: OffsetMLP, centre=(0.0, 0.0, 0.0), scale: float = 0.1,
                  identity_features: bool = True, template_neutral: torch.Tensor | None = None,
-                 template_normals: torch.Tensor | None = None):
+                 template_normals: torch.Tensor | None = None, anchor_rest: bool = True):
         super().__init__()
         self.E, self.G = E, G
+        self.anchor_rest = bool(anchor_rest)
+        self.training_info: dict | None = None   # what `save(training=...)` recorded / `load` read back
         self.identity_features = bool(identity_features)
         self.scale = float(scale)
         self.register_buffer("centre", torch.as_tensor(centre, dtype=torch.float32).reshape(3))
@@ -116,7 +122,7 @@ class TransferModel(nn.Module):
     def config(self) -> dict:
         return {"format": FORMAT, "encoder": self.E.config, "offset_mlp": self.G.config,
                 "centre": [float(c) for c in self.centre.tolist()], "scale": self.scale,
-                "identity_features": self.identity_features,
+                "identity_features": self.identity_features, "anchor_rest": self.anchor_rest,
                 "num_face_vertices": (int(self.template_neutral.shape[0]) if not self.identity_features else None)}
 
     def features(self, neutral: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
@@ -132,17 +138,35 @@ class TransferModel(nn.Module):
 
     def forward(self, neutral: torch.Tensor, normals: torch.Tensor, expression: torch.Tensor,
                 jaw: torch.Tensor) -> torch.Tensor:
-        z = self.E(expression, jaw)
-        return self.G(self.features(neutral, normals), z)
+        return self.offsets(self.features(neutral, normals), expression, jaw)
+
+    def offsets(self, features: torch.Tensor, expression: torch.Tensor, jaw: torch.Tensor) -> torch.Tensor:
+        """G on precomputed vertex features [B,Nf,feat_dim] (rest-anchored when ``anchor_rest``)."""
+        out = self.G(features, self.E(expression, jaw))
+        if self.anchor_rest:
+            z0 = self.E(expression.new_zeros(1, expression.shape[-1]), jaw.new_zeros(1, jaw.shape[-1]))
+            out = out - self.G(features, z0.expand(features.shape[0], -1))
+            # exactly at rest the difference is float rounding (~1e-8 m): make it the exact zero it stands for
+            rest = (expression == 0).all(-1) & (jaw == 0).all(-1)
+            out = torch.where(rest[:, None, None], torch.zeros_like(out), out)
+        return out
 
     # --- persistence ----------------------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """One safetensors file: the state dict, with the config as JSON in its metadata ("config")."""
+    def save(self, path: str | Path, training: dict | None = None) -> Path:
+        """One safetensors file, written atomically: the state dict, with the config as JSON in its metadata
+        ("config") and, when given, what it was trained on ("training": reps, topology, settings, history)."""
         from safetensors.torch import save_file
+
+        from headrep.io import atomic_write
 
         path = Path(path)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(tensors, str(path), metadata={"config": json.dumps(self.config)})
+        meta = {"config": json.dumps(self.config)}
+        if training is not None:
+            meta["training"] = json.dumps(training)
+        with atomic_write(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+        self.training_info = training
         return path
 
     @classmethod
@@ -157,18 +181,36 @@ class TransferModel(nn.Module):
             tn = state["template_neutral"] if state is not None else torch.zeros(n, 3)
             tm = state["template_normals"] if state is not None else torch.zeros(n, 3)
         model = cls(E, G, centre=config["centre"], scale=config["scale"],
-                    identity_features=config["identity_features"], template_neutral=tn, template_normals=tm)
+                    identity_features=config["identity_features"], template_neutral=tn, template_normals=tm,
+                    anchor_rest=config.get("anchor_rest", False))
         if state is not None:
             model.load_state_dict(state)
         return model
 
     @classmethod
     def load(cls, path: str | Path) -> "TransferModel":
+        """Read a saved model; ``training_info`` holds its "training" metadata (or None). A missing, corrupt or
+        foreign file raises TransferError naming it."""
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if "config" not in meta:
-            raise ValueError(f"{path}: no transfer-model config in the file's metadata")
-        return cls.from_config(json.loads(meta["config"]), load_file(str(path))).eval()
+        from .errors import TransferError
+
+        path = Path(path)
+        if not path.is_file():
+            raise TransferError(f"transfer model {path}: no such file")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            config = json.loads(meta["config"]) if "config" in meta else None
+            if config is None or config.get("format") != FORMAT:
+                raise TransferError(f"transfer model {path}: not a {FORMAT} file (no transfer-model config in its "
+                                    f"metadata)")
+            model = cls.from_config(config, load_file(str(path))).eval()
+            model.training_info = json.loads(meta["training"]) if "training" in meta else None
+        except TransferError:
+            raise
+        except Exception as exc:  # safetensors / json / state-dict errors: the file is damaged
+            raise TransferError(f"transfer model {path}: cannot read it ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else 'corrupt file'})") from None
+        return model
