@@ -112,6 +112,10 @@ def _source_crops(rep, R: int, notes: list[str]) -> Iterator[np.ndarray | None]:
     path = Path(raw) if raw else None
     if path is not None and not path.is_absolute() and rep.path is not None and not path.exists():
         path = rep.path / path
+    if src.get("kind") == "driven":
+        notes.append("a driven rep (transfer drive) has no source video; the overlay shows the model on black")
+        yield from (None for _ in range(T))
+        return
     if path is None or not path.exists():
         notes.append(f"source {raw} is missing; the overlay shows the model on black")
         yield from (None for _ in range(T))
@@ -297,7 +301,7 @@ def run_render(rep_path: Path, out: Path | None = None, resolution: int | None =
             "standin": rep.is_standin,
             "resolution": R, "frames": T, "valid": int(valid.sum()), "fps": fps,
             "depth_range_m": [near, far],
-            "source_used": not any("missing" in n or "cannot read" in n for n in notes),
+            "source_used": not any("missing" in n or "cannot read" in n or "driven rep" in n for n in notes),
             "notes": notes,
             "backend": repr(ctx),
             "seconds": time.perf_counter() - t0,

@@ -167,6 +167,8 @@ def test_drive_cli_and_render(reps, model_file, tmp_path):
     assert d.num_frames == 6 and list(d.valid) == [1, 1, 1, 1, 0, 1]
     assert headrep_main(["render", str(out), "--resolution", "96"]) == 0
     assert (out / "renders" / "normal.mp4").is_file() and (out / "renders" / "depth.npz").is_file()
+    info = json.loads((out / "renders" / "render.json").read_text())
+    assert info["source_used"] is False and any("driven rep" in n for n in info["notes"])
     # direct needs no model; an existing OUT is refused
     assert main(["drive", "--src", str(reps[0]), "--tgt", str(reps[1]), "-o", str(tmp_path / "direct"),
                  "--mode", "direct"]) == 0
