@@ -40,6 +40,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+# this file is benchmarks/transfer.py: keep its folder off sys.path so `import transfer` finds the package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(ROOT))
 VIDEOS = ("WolfgangLanger_Pexels.mp4", "single_face.mp4")
 
 
@@ -124,13 +127,13 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("HEADREP_CACHE", Path.home() / ".cache/headrep"))
                     / "bench" / "transfer", help="where the fitted reps are cached")
     ap.add_argument("--holdout", type=float, default=0.2, help="fraction of each rep's frames held out (the end)")
-    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--epochs", type=int, default=15, help="training epochs (`transfer train`'s default)")
     ap.add_argument("--resolution", type=int, default=256, help="normal-map size for the angular error")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--quick", action="store_true", help="short fits (first 96 frames) and 20 epochs")
+    ap.add_argument("--quick", action="store_true", help="short fits (first 96 frames) and at most 10 epochs")
     args = ap.parse_args()
     if args.quick:
-        args.epochs = min(args.epochs, 20)
+        args.epochs = min(args.epochs, 10)
     from headrep.rep import HeadRep
     from transfer.dataset import samples_from_rep
     from transfer.train import offset_error_mm, predict, train

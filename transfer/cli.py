@@ -18,7 +18,7 @@ from .errors import TransferError
 EPILOG_TRAIN = """\
 examples:
   transfer train --reps out/wolfgang out/single -o models/transfer.safetensors
-  transfer train --reps out/wolfgang -o m.safetensors --epochs 200 --resume   # continue an interrupted run
+  transfer train --reps out/wolfgang -o m.safetensors --resume   # continue an interrupted run (same settings)
 
 Every valid frame of every rep is a sample: the identity's neutral dense geometry (U·M(β) + D_static), the
 driving signals (ψ_t, jaw_t) and the fitted D_dyn,t as the target. --val-fraction of each rep's frames are held
@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--reps", nargs="+", required=True, metavar="REP", help="HeadRep folders from `headrep fit`")
     t.add_argument("-o", "--out", required=True, metavar="MODEL", help="the model file to write (.safetensors)")
-    t.add_argument("--epochs", type=int, default=60, help="passes over the training frames (default 60)")
+    t.add_argument("--epochs", type=int, default=15,
+                   help="passes over the training frames (default 15: on real fits longer training overfits the "
+                        "held-out frames, see benchmarks/transfer.py)")
     t.add_argument("--batch", type=int, default=8, help="frames per step (default 8)")
     t.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, cosine-decayed to 1/20 (default 2e-3)")
     t.add_argument("--val-fraction", type=float, default=0.1,
