@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import HeadrepError
+from .errors import run_cli
 
 DEVICE_HELP = "compute device: auto (CUDA when present, else CPU), cpu, or cuda"
 
@@ -247,19 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return args.func(args)
-    except HeadrepError as exc:
-        print(f"headrep {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"headrep {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_cli(build_parser(), argv, "headrep")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import datetime as _dt
 import sys
 from pathlib import Path
 
-from headrep.errors import HeadrepError
+from headrep.errors import HeadrepError, run_cli
 
 from .errors import TransferError
 
@@ -178,22 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return args.func(args)
-    except HeadrepError as exc:
-        msg = str(exc)
-        prefix = f"transfer {args.command}: "
-        print(f"{prefix}error: {msg[len(prefix):] if msg.startswith(prefix) else msg}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        hint = " (continue with --resume)" if args.command == "train" else ""
-        print(f"transfer {args.command}: interrupted{hint}", file=sys.stderr)
-        return 130
+    return run_cli(build_parser(), argv, "transfer", {"train": " (continue with --resume)"})
 
 
 if __name__ == "__main__":
