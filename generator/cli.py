@@ -1,19 +1,330 @@
-"""`generator` command line. The module is planned (see DESIGN.md) but not built yet."""
+"""`generator` command line: init / prepare / train / animate. Bad input prints one line and exits 2."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
+
+from headrep.errors import run_cli
+
+from .config import CONDITION_CHANNELS, NAMED
+from .errors import GeneratorInputError
+
+CHECKPOINT_ENV = "HEADREP_GENERATOR_CHECKPOINT"
+
+WORKFLOW = """\
+workflow (a rendered normal/depth video drives a portrait):
+  headrep fit talk.mp4 -o talk.rep                    # geometry of a training video
+  generator prepare --video talk.mp4 --rep talk.rep -o data/talk
+  generator train --data data -o ckpt --base Wan2.1-T2V-1.3B-Diffusers   # or without --base: from scratch
+  headrep fit driver.mp4 -o driver.rep && headrep render driver.rep -o driver.render
+  generator animate --ref portrait.png --cond driver.render -o out.mp4 --checkpoint ckpt
+
+without weights, everything runs on a random model:  generator init --config tiny -o tiny.gen
+"""
+
+
+def _add_init(sub) -> None:
+    p = sub.add_parser(
+        "init", help="write a randomly initialised generator of a named size",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Write a generator folder with random weights: 'tiny' (under a million parameters, for tests and\n"
+            "CPU runs) or 'wan2.1-1.3b' (the exact Wan2.1-T2V-1.3B architecture, about 1.4 billion parameters:\n"
+            "5.7 GB in float32, 2.9 GB with --dtype bfloat16). Its output is noise until it is trained; it lets\n"
+            "train / animate / benchmarks run where no pretrained weights are at hand."),
+    )
+    p.add_argument("--config", required=True, choices=list(NAMED), help="model size")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder (new or empty)")
+    p.add_argument("--condition", default="normal_depth", choices=list(CONDITION_CHANNELS), help=COND_HELP)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights, default 0")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="dtype of the saved transformer, default float32 (the VAE stays float32)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    p.set_defaults(func=_run_init)
+
+
+COND_HELP = ("what drives the video: normal_depth (rendered normals + depth of the dense head, the paper's), "
+             "smplx_normal_depth (SMPL-X-only renders, the ablation) or landmarks (drawn landmarks, as "
+             "landmark-driven baselines use)")
+
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    from headrep.io import check_output_dir
+
+    check_output_dir(out, overwrite)
+
+
+def _run_init(args) -> int:
+    import torch
+
+    from .config import named_config
+    from .model import HeadGenerator
+
+    _check_out_dir(args.out, args.overwrite)
+    torch.manual_seed(args.seed)
+    model = HeadGenerator(named_config(args.config), condition=args.condition)
+    if args.dtype == "bfloat16":
+        from .pipeline import cast_transformer
+
+        cast_transformer(model.transformer, torch.bfloat16)
+    model.save_pretrained(args.out)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"wrote {args.out}: {args.config} ({n:,} parameters, condition {args.condition}, random weights)")
+    return 0
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser(
+        "prepare", help="turn a video and its HeadRep into a training clip folder",
+        description=("Write one training clip folder: the video's cropped frames, the rep's normal/depth renders "
+                     "in the same crops, a reference frame and the face mask. Put several clip folders under one "
+                     "folder and give that to `generator train --data`."),
+    )
+    p.add_argument("--video", type=Path, required=True, help="the video the rep was fitted to")
+    p.add_argument("--rep", type=Path, required=True, help="its HeadRep folder (from `headrep fit`)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output clip folder")
+    p.add_argument("--resolution", type=int, default=None, help="frame size in pixels (square)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.set_defaults(func=_run_prepare)
+
+
+def _run_prepare(args) -> int:
+    from . import data
+
+    kw = {"resolution": args.resolution} if args.resolution else {}
+    out = data.prepare_clip(args.video, args.rep, args.out, overwrite=args.overwrite, **kw)
+    print(f"wrote {out}")
+    return 0
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train", help="fine-tune from a Wan2.1 base, or train a small model from scratch",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Train on the clip folders under --data (from `generator prepare`) with the flow-matching loss\n"
+            "Wan was trained with, on the generated frames. The starting point is one of:\n"
+            "  --base DIR   a local diffusers-format Wan2.1-T2V folder (model_index.json, transformer/, vae/,\n"
+            "               scheduler/); its patch embedding gains zero-initialised condition channels\n"
+            "  --init DIR   a generator folder (from `generator init` or an earlier training)\n"
+            "  neither      a fresh --model-config model (default tiny); its random VAE is first fitted\n"
+            "               to the data's frames for --vae-steps steps\n"
+            "OUT receives model/ (the newest weights; `generator animate --checkpoint OUT` reads it),\n"
+            "state/step-N/ (for --resume), train_config.json and log.jsonl.\n"
+            "Settings come from --config FILE.json (keys as in train_config.json), then from flags.\n"
+            "Several GPUs: accelerate launch --multi_gpu --num_processes N -m generator.cli train ...\n"
+            "(or torchrun --nproc_per_node N -m generator.cli train ...); --batch-size is per process."),
+    )
+    p.add_argument("--data", type=Path, required=True, help="folder of clip folders")
+    p.add_argument("-o", "--out", type=Path, required=True, help="training output folder")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--base", type=Path, default=None, help="diffusers-format Wan2.1-T2V folder to fine-tune")
+    src.add_argument("--init", type=Path, default=None, help="generator folder to continue from")
+    p.add_argument("--null-text", type=Path, default=None,
+                   help="a .safetensors file holding one text embedding [L, text_dim] (e.g. the base's empty "
+                        "prompt, precomputed once) to start the null text from; default: one zero token")
+    p.add_argument("--model-config", default="tiny", choices=list(NAMED),
+                   help="size of a model trained from scratch (no --base/--init), default tiny")
+    p.add_argument("--condition", default=None, choices=list(CONDITION_CHANNELS),
+                   help=COND_HELP + "; default normal_depth, or the --init model's")
+    p.add_argument("--config", type=Path, default=None, help="JSON file of training settings")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 1000)")
+    p.add_argument("--batch-size", type=int, default=None, help="clips per step and GPU (default 1)")
+    p.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps (default 1)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-4)")
+    p.add_argument("--frames", type=int, default=None, help="frames per clip, 4k+1 (default: the model's)")
+    p.add_argument("--resolution", type=int, default=None, help="frame size, multiple of 16 (default: model's)")
+    p.add_argument("--face-weight", type=float, default=None,
+                   help="extra loss weight inside the face mask (default 0: plain loss)")
+    p.add_argument("--cond-drop", type=float, default=None,
+                   help="probability of dropping the condition, for guidance (default 0.1)")
+    p.add_argument("--trainable", default=None, choices=["all", "adapters"],
+                   help="all: DiT + encoders (default); adapters: encoders, patch embedding, null text only")
+    p.add_argument("--mixed-precision", default=None, choices=["no", "bf16", "fp16"], help="default no")
+    p.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                   help="recompute DiT activations in the backward pass (less memory)")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (500)")
+    p.add_argument("--vae-steps", type=int, default=None,
+                   help="VAE reconstruction steps before training (default 300 for an untrained VAE, else 0)")
+    p.add_argument("--seed", type=int, default=None, help="default 0")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    p.add_argument("--overwrite", action="store_true", help="start over in a non-empty OUT")
+    p.set_defaults(func=_run_train)
+
+
+DEVICE_HELP = "compute device: auto (CUDA when present, else CPU), cpu, or cuda"
+
+
+def _train_config(args):
+    import json
+
+    from .train import TrainConfig
+
+    flags = {"steps": args.steps, "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr,
+             "num_frames": args.frames, "resolution": args.resolution, "face_weight": args.face_weight,
+             "cond_drop": args.cond_drop, "trainable": args.trainable, "mixed_precision": args.mixed_precision,
+             "gradient_checkpointing": args.gradient_checkpointing, "checkpoint_every": args.checkpoint_every,
+             "vae_steps": args.vae_steps, "seed": args.seed}
+    saved = args.out / "train_config.json"
+    if args.config is not None:
+        return TrainConfig.from_file(args.config, **flags)
+    if args.resume and saved.is_file():
+        return TrainConfig.from_dict({**json.loads(saved.read_text()), **{k: v for k, v in flags.items()
+                                                                           if v is not None}}, str(saved))
+    return TrainConfig.from_dict({k: v for k, v in flags.items() if v is not None}, "flags")
+
+
+def _run_train(args) -> int:
+    import shutil
+
+    from .config import named_config
+    from .data import ClipDataset
+    from .model import HeadGenerator
+    from .train import train
+
+    out = args.out
+    if out.exists() and not out.is_dir():
+        raise GeneratorInputError(f"output {out} exists and is not a folder")
+    nonempty = out.is_dir() and any(out.iterdir())
+    if nonempty and not args.resume:
+        if not args.overwrite:
+            raise GeneratorInputError(f"output folder {out} is not empty; pass --resume to continue its training "
+                                      f"or --overwrite to start over")
+        shutil.rmtree(out)
+    cfg = _train_config(args)
+    if args.resume and (out / "model").is_dir():
+        model = HeadGenerator.from_pretrained(out / "model")
+    elif args.base is not None:
+        model = HeadGenerator.from_wan_base(args.base, condition=args.condition or "normal_depth")
+    elif args.init is not None:
+        model = HeadGenerator.from_pretrained(args.init)
+    else:
+        import torch
+
+        torch.manual_seed(cfg.seed)
+        model = HeadGenerator(named_config(args.model_config), condition=args.condition or "normal_depth")
+    if args.null_text is not None and not args.resume:
+        model.set_null_text(_read_embedding(args.null_text))
+    if args.condition and args.condition != model.condition:
+        raise GeneratorInputError(f"the model was made for condition {model.condition!r}, not {args.condition!r}")
+    frames = cfg.num_frames or int(model.config.get("num_frames", 9))
+    resolution = cfg.resolution or int(model.config.get("resolution", 64))
+    dataset = ClipDataset(args.data, frames, resolution, model.condition, seed=cfg.seed)
+    result = train(model, dataset, out, cfg, resume=args.resume, device=args.device)
+    losses = result["losses"]
+    tail = f", last loss {sum(losses[-10:]) / len(losses[-10:]):.4f}" if losses else ""
+    procs = f" on {result['processes']} processes" if result["processes"] > 1 else ""
+    if result["main"]:
+        print(f"trained to step {result['step']}{procs}{tail}; model in {out / 'model'}")
+    return 0
+
+
+def _read_embedding(path: Path):
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # missing, not safetensors, damaged
+        raise GeneratorInputError(f"cannot read the text embedding {path}: {exc}") from None
+    if len(tensors) != 1:
+        raise GeneratorInputError(f"{path} must hold exactly one tensor, found {sorted(tensors)}")
+    return next(iter(tensors.values()))
+
+
+def _add_animate(sub) -> None:
+    p = sub.add_parser(
+        "animate", help="make a video of a portrait following a rendered normal/depth sequence",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Generate OUT (MP4) showing the person in --ref moving as the condition sequence --cond does.\n"
+            "--cond is a HeadRep folder (from `headrep fit` or `transfer drive`) or a `headrep render` output\n"
+            "folder. By default the whole sequence is followed (trimmed to 4k+1 frames) at the size the\n"
+            "checkpoint was trained at; a condition of another size is resized (with a notice), one with\n"
+            "fewer frames than --start + --frames is an error.\n"
+            "Memory: on a GPU the DiT runs in bfloat16 (--dtype float32 to change); --cpu-offload keeps the\n"
+            "model in CPU memory and moves each part to the GPU only while it runs; --vae-tiling /\n"
+            "--vae-slicing decode in tiles / one video at a time."),
+    )
+    p.add_argument("--ref", type=Path, required=True, help="reference portrait image (one face)")
+    p.add_argument("--cond", type=Path, required=True, help="HeadRep folder or `headrep render` folder")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output video (.mp4)")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help=f"generator folder (from `generator train` or `init`); default ${CHECKPOINT_ENV}")
+    p.add_argument("--steps", type=int, default=30, help="denoising steps, default 30")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance scale over the condition; 1 = off (default), e.g. 2-3")
+    p.add_argument("--seed", type=int, default=0, help="noise seed, default 0")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames to generate, 4k+1 (default: the whole condition sequence, trimmed to 4k+1)")
+    p.add_argument("--start", type=int, default=0, help="first frame of the condition sequence, default 0")
+    p.add_argument("--resolution", type=int, default=None, help="frame size (default: the model's)")
+    p.add_argument("--fps", type=float, default=16.0, help="output frame rate, default 16 (Wan's)")
+    p.add_argument("--scheduler", default=None, choices=["euler", "unipc"],
+                   help="default: the checkpoint's (UniPC for a Wan base, Euler for a tiny model)")
+    p.add_argument("--shift", type=float, default=None, help="flow time shift (default: the checkpoint's)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="DiT precision: auto = bfloat16 on a GPU, float32 on the CPU")
+    p.add_argument("--cpu-offload", action="store_true", help="model CPU offload (GPU memory ~ one component)")
+    p.add_argument("--vae-tiling", action="store_true", help="decode the video in spatial tiles")
+    p.add_argument("--vae-slicing", action="store_true", help="decode one video of a batch at a time")
+    p.add_argument("--no-face-check", action="store_true", help="do not require a detectable face in --ref")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.set_defaults(func=_run_animate)
+
+
+def _run_animate(args) -> int:
+    import torch
+
+    from headrep.io import write_video
+
+    from . import data
+    from .model import HeadGenerator
+    from .pipeline import sample, to_uint8_frames
+
+    ckpt = args.checkpoint or (Path(os.environ[CHECKPOINT_ENV]) if os.environ.get(CHECKPOINT_ENV) else None)
+    if ckpt is None:
+        raise GeneratorInputError(f"no model: pass --checkpoint DIR (from `generator train`, or `generator init` "
+                                  f"for a random one) or set ${CHECKPOINT_ENV}")
+    if args.out.exists() and not args.overwrite:
+        raise GeneratorInputError(f"{args.out} exists; pass --overwrite to replace it")
+    if args.out.suffix.lower() not in (".mp4", ".mov", ".mkv"):
+        raise GeneratorInputError(f"the output must be a video file (.mp4), got {args.out.name}")
+    dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    model = HeadGenerator.from_pretrained(ckpt)
+    resolution = args.resolution or int(model.config.get("resolution", 64))
+    ref = data.load_reference(args.ref, resolution, require_face=not args.no_face_check)
+    cond = data.load_condition(args.cond, model.condition, args.frames, resolution, start=args.start)
+    video = sample(model, ref, cond, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                   scheduler=args.scheduler, shift=args.shift, device=args.device, dtype=dtype,
+                   offload=args.cpu_offload, vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing)
+    write_video(args.out, to_uint8_frames(video), fps=args.fps)
+    print(f"wrote {args.out}: {video.shape[1]} frames, {video.shape[3]}x{video.shape[2]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="generator",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=("Video generator (ExpPortrait §3.3): a Wan2.1 video DiT that animates a reference portrait "
+                     "following rendered normal/depth videos of a 3D head."),
+        epilog=WORKFLOW,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_init(sub)
+    _add_prepare(sub)
+    _add_train(sub)
+    _add_animate(sub)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="generator",
-        description="generator is not yet available in this version of headrep; see DESIGN.md for what it will do.",
-    )
-    parser.parse_args(argv)
-    print("generator: error: not yet available in this version of headrep (planned; see DESIGN.md)", file=sys.stderr)
-    return 2
+    return run_cli(build_parser(), argv, "generator", {"train": " (continue with --resume)"})
 
 
 if __name__ == "__main__":

@@ -15,3 +15,14 @@ def standin_file():
     from headrep.standin import standin_path
 
     return standin_path()
+
+
+@pytest.fixture
+def two_threads():
+    """torch on 2 threads for the test (this machine's cores), restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(n)
