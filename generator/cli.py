@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from headrep.errors import run_cli
+from headrep.errors import HeadrepError, run_cli
 
 from .config import CONDITION_CHANNELS, NAMED
 from .errors import GeneratorInputError
@@ -262,7 +262,9 @@ def _add_animate(sub) -> None:
                    help="frames to generate, 4k+1 (default: the whole condition sequence, trimmed to 4k+1)")
     p.add_argument("--start", type=int, default=0, help="first frame of the condition sequence, default 0")
     p.add_argument("--resolution", type=int, default=None, help="frame size (default: the model's)")
-    p.add_argument("--fps", type=float, default=16.0, help="output frame rate, default 16 (Wan's)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="output frame rate (default: the condition's, from its rep.json / render.json / "
+                        "clip.json; 16, Wan's, when it records none)")
     p.add_argument("--scheduler", default=None, choices=["euler", "unipc"],
                    help="default: the checkpoint's (UniPC for a Wan base, Euler for a tiny model)")
     p.add_argument("--shift", type=float, default=None, help="flow time shift (default: the checkpoint's)")
@@ -275,6 +277,26 @@ def _add_animate(sub) -> None:
     p.add_argument("--no-face-check", action="store_true", help="do not require a detectable face in --ref")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.set_defaults(func=_run_animate)
+
+
+def _condition_fps(path: Path) -> float:
+    """The frame rate a condition folder records (a rep, a `headrep render` folder or a clip), else Wan's 16."""
+    import json
+
+    path = Path(path)
+    try:
+        if (path / "rep.json").is_file():
+            from headrep.rep import HeadRep
+
+            return float(HeadRep.load(path, build=False).fps)
+        for name in ("render.json", "clip.json"):
+            if (path / name).is_file():
+                fps = json.loads((path / name).read_text()).get("fps")
+                if fps and float(fps) > 0:
+                    return float(fps)
+    except (OSError, ValueError, HeadrepError):
+        pass
+    return 16.0
 
 
 def _run_animate(args) -> int:
@@ -302,7 +324,7 @@ def _run_animate(args) -> int:
     video = sample(model, ref, cond, steps=args.steps, guidance=args.guidance, seed=args.seed,
                    scheduler=args.scheduler, shift=args.shift, device=args.device, dtype=dtype,
                    offload=args.cpu_offload, vae_tiling=args.vae_tiling, vae_slicing=args.vae_slicing)
-    write_video(args.out, to_uint8_frames(video), fps=args.fps)
+    write_video(args.out, to_uint8_frames(video), fps=args.fps or _condition_fps(args.cond))
     print(f"wrote {args.out}: {video.shape[1]} frames, {video.shape[3]}x{video.shape[2]}")
     return 0
 

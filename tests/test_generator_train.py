@@ -470,3 +470,18 @@ def test_bf16_sampling_on_gpu_matches_float32():
     assert a.shape == (3, 9, 64, 64) and torch.isfinite(a).all()
     assert (a - b).abs().mean() < 0.05
     assert c.device.type == "cpu" and (c - a).abs().mean() < 0.05
+
+
+def test_animate_fps_follows_the_condition(tmp_path, body):
+    from generator.cli import _condition_fps
+    from headrep.head import DenseHead
+    from headrep.rep import make_synthetic_rep
+
+    (tmp_path / "render").mkdir()
+    (tmp_path / "render" / "render.json").write_text(json.dumps({"fps": 29.97}))
+    assert _condition_fps(tmp_path / "render") == 29.97
+    rep = make_synthetic_rep(body, DenseHead(body, levels=0), T=3, fps=30.0, frame_indices=[0, 2, 4],
+                             landmarks=False)
+    rep.save(tmp_path / "rep")
+    assert _condition_fps(tmp_path / "rep") == 15.0          # every other source frame of a 30 fps video
+    assert _condition_fps(tmp_path / "nothing") == 16.0      # Wan's rate when nothing is recorded
