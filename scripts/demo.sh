@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # First real job: fetch the sample videos, render the model's dense head, fit the talking-woman sample and
-# render the fit (a few minutes on a 2-core CPU).
+# render the fit; then the rest of the pipeline on a small scale: fit a second person, train the expression
+# transfer on both, make the second person perform the first one's motion, and animate it with a tiny
+# generator trained from scratch on the second person's clip (about 10 minutes on a 2-core CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -11,6 +13,17 @@ video="$(headrep samples | awk '/^WolfgangLanger_Pexels.mp4/ {print $2}')"
 headrep fit "$video" -o out/wolfgang --overwrite
 headrep render out/wolfgang --overwrite
 headrep info out/wolfgang
+# the rest of the pipeline: a second person, expression transfer, the generator
+single="$(headrep samples | awk '/^single_face.mp4/ {print $2}')"
+headrep fit "$single" -o out/single --overwrite
+transfer train --reps out/wolfgang out/single -o out/transfer.safetensors --overwrite
+transfer drive --src out/wolfgang --tgt out/single -o out/single_as_wolfgang --model out/transfer.safetensors \
+    --overwrite
+headrep render out/single_as_wolfgang --overwrite
+generator prepare --video "$single" --rep out/single -o out/clips/single --resolution 64 --overwrite
+generator train --data out/clips -o out/generator --steps 300 --overwrite
+generator animate --ref out/clips/single/reference.png --cond out/single_as_wolfgang --frames 33 \
+    --checkpoint out/generator -o out/single_as_wolfgang.mp4 --overwrite
 cat <<MSG
 
 Done. Results:
@@ -18,5 +31,12 @@ Done. Results:
   out/wolfgang/                the fitted HeadRep (rep.safetensors + rep.json)
   out/wolfgang/renders/        normal.mp4, depth.mp4 (+ depth.npz), overlay.mp4  <- look at overlay.mp4 first
   notebooks/explore_headrep.ipynb   explores out/wolfgang (meshes, offset heat maps, expression curves)
+  out/single/                  the second person's HeadRep (single_face.mp4)
+  out/transfer.safetensors     the expression-transfer model trained on both reps
+  out/single_as_wolfgang/      the second person performing the first one's motion (a driven HeadRep) and its
+                               renders/ (normal.mp4, depth.mp4): what the generator follows
+  out/generator/               a tiny generator trained from scratch on out/clips/single (64x64; it learns one
+                               clip, it does not make convincing faces: fine-tune a Wan2.1 base for that)
+  out/single_as_wolfgang.mp4   its animation of the second person's reference frame along that motion
 (made with the procedural stand-in model, not SMPL-X; pass --model /path/to/SMPLX_NEUTRAL.npz for SMPL-X)
 MSG
