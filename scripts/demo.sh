@@ -35,6 +35,7 @@ Done. Results:
   out/transfer.safetensors     the expression-transfer model trained on both reps
   out/single_as_wolfgang/      the second person performing the first one's motion (a driven HeadRep) and its
                                renders/ (normal.mp4, depth.mp4): what the generator follows
+  out/clips/single/            a generator training clip (64x64)
   out/generator/               a tiny generator trained from scratch on out/clips/single (64x64; it learns one
                                clip, it does not make convincing faces: fine-tune a Wan2.1 base for that)
   out/single_as_wolfgang.mp4   its animation of the second person's reference frame along that motion
