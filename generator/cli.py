@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from headrep.cli import DEVICE_HELP
 from headrep.errors import HeadrepError, run_cli
 
 from .config import CONDITION_CHANNELS, NAMED
@@ -51,19 +52,15 @@ COND_HELP = ("what drives the video: normal_depth (rendered normals + depth of t
              "landmark-driven baselines use)")
 
 
-def _check_out_dir(out: Path, overwrite: bool) -> None:
-    from headrep.io import check_output_dir
-
-    check_output_dir(out, overwrite)
-
-
 def _run_init(args) -> int:
     import torch
+
+    from headrep.io import check_output_dir
 
     from .config import named_config
     from .model import HeadGenerator
 
-    _check_out_dir(args.out, args.overwrite)
+    check_output_dir(args.out, args.overwrite)
     torch.manual_seed(args.seed)
     model = HeadGenerator(named_config(args.config), condition=args.condition)
     if args.dtype == "bfloat16":
@@ -154,9 +151,6 @@ def _add_train(sub) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="start over in a non-empty OUT")
     p.set_defaults(func=_run_train)
-
-
-DEVICE_HELP = "compute device: auto (CUDA when present, else CPU), cpu, or cuda"
 
 
 def _train_config(args):

@@ -293,11 +293,11 @@ def _render_chunk(rep, idx: np.ndarray, R: int, ctx, what: Iterable[str]) -> dic
 
 def _render_condition(rep, positions: np.ndarray, mode: str, R: int, ctx, progress: bool = False) -> np.ndarray:
     """[F,R,R,C] float32 in [-1, 1] of condition ``mode`` for rep positions ``positions``, rendered at R."""
-    from headrep.rep_render import _progress
+    from headrep.io import progress
 
     chunks = range(0, len(positions), _CHUNK)
     if progress:
-        chunks = _progress(chunks, len(chunks), "condition")
+        chunks = progress(chunks, len(chunks), "condition")
     parts: dict[str, list[np.ndarray]] = {}
     for k in chunks:
         for name, arr in _render_chunk(rep, positions[k:k + _CHUNK], R, ctx, [mode]).items():
@@ -782,7 +782,7 @@ def prepare_clip(video: str | Path, rep, out: str | Path, resolution: int = 256,
     """
     from headrep.io import atomic_dir, check_output_dir, file_sha256, write_png
     from headrep.render import get_context
-    from headrep.rep_render import _progress
+    from headrep.io import progress
 
     t0 = time.perf_counter()
     R = _check_resolution(resolution)
@@ -816,7 +816,7 @@ def prepare_clip(video: str | Path, rep, out: str | Path, resolution: int = 256,
             "face_mask": mm("face_mask", np.uint8, (T, R, R)),
         }
         crops = _source_crops(video, rep, R)
-        bar = _progress(None, T, "prepare")
+        bar = progress(None, T, "prepare")
         for k in range(0, T, _CHUNK):
             idx = np.arange(k, min(T, k + _CHUNK))
             maps = _render_chunk(rep, idx, R, ctx, ("normal_depth", "smplx_normal_depth", "face_mask", "landmarks"))

@@ -13,25 +13,15 @@ in float32, as Wan recommends), and model CPU offload (each component visits the
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 
 import numpy as np
 import torch
 
+from headrep.io import progress
+
 from .errors import GeneratorInputError
 
 SCHEDULERS = ("euler", "unipc")
-
-
-def progress(iterable, total: int | None = None, desc: str = "", unit: str = "step", enabled: bool | None = None,
-             **kw):
-    """tqdm on stderr; by default shown on a terminal or when HEADREP_PROGRESS is set."""
-    from tqdm import tqdm
-
-    if enabled is None:
-        enabled = sys.stderr.isatty() or "HEADREP_PROGRESS" in os.environ
-    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=not enabled, **kw)
 
 
 def make_scheduler(config: dict, kind: str | None = None, shift: float | None = None):
@@ -186,7 +176,7 @@ def sample(model, ref: torch.Tensor, cond: torch.Tensor, steps: int = 30, guidan
 def denoise_loop(velocity, x: torch.Tensor, sched, show_progress: bool | None = None) -> torch.Tensor:
     """Integrate from noise ``x`` with a scheduler whose timesteps are already set; ``velocity(x, t)`` gives the
     flow velocity at timestep ``t`` (σ·1000)."""
-    for t in progress(sched.timesteps, len(sched.timesteps), "denoise", enabled=show_progress):
+    for t in progress(sched.timesteps, len(sched.timesteps), "denoise", "step", enabled=show_progress):
         x = sched.step(velocity(x, t), t, x, return_dict=False)[0]
     return x
 

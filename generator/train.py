@@ -32,8 +32,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from headrep.io import progress
+
 from .errors import GeneratorInputError
-from .pipeline import progress
 
 DEFAULT_VAE_STEPS = 300
 
@@ -216,7 +217,7 @@ def fit_vae(vae, dataset, steps: int, lr: float = 2e-3, kl: float = 1e-6, batch_
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(0)
     it = iter(loader)
-    for _ in progress(range(steps), steps, "vae", enabled=show_progress):
+    for _ in progress(range(steps), steps, "vae", "step", enabled=show_progress):
         try:
             batch = next(it)
         except StopIteration:
@@ -350,7 +351,7 @@ def train(model, dataset, out: str | Path, cfg: TrainConfig | None = None, resum
     micro = 0  # micro-batches since the last optimizer step: noise is seeded by (seed, step, micro, process)
     losses: list[float] = []
     log = open(out / "log.jsonl", "a") if main else None
-    bar = progress(range(step, cfg.steps), cfg.steps - step, "train", enabled=show_progress if main else False)
+    bar = progress(range(step, cfg.steps), cfg.steps - step, "train", "step", enabled=show_progress if main else False)
     running, seen = 0.0, 0
     epoch = (step * cfg.grad_accum) // max(1, len(loader))  # passes over the data so far (approximately)
     try:

@@ -70,6 +70,18 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
 # images and arrays
 
 
+def progress(iterable=None, total: int | None = None, desc: str = "", unit: str = "frame",
+             enabled: bool | None = None, **kw):
+    """The project's progress bar: tqdm on stderr, shown on a terminal or when HEADREP_PROGRESS is set
+    (logs and CI stay quiet), unless ``enabled`` says otherwise."""
+    import sys
+
+    from tqdm import tqdm
+
+    if enabled is None:
+        enabled = sys.stderr.isatty() or "HEADREP_PROGRESS" in os.environ
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=not enabled, **kw)
+
 def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write a uint8 image (H×W grey, H×W×3 RGB or H×W×4 RGBA) as a PNG, atomically. Returns the path."""
     from PIL import Image

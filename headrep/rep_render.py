@@ -13,7 +13,6 @@ so an interrupted run leaves nothing half-written.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from .errors import HeadrepError
+from .io import progress
 
 OVERLAY_ALPHA = 0.6
 SHADE_RGB = np.array([0.80, 0.85, 0.95], dtype=np.float32)   # light blue-grey clay
@@ -32,13 +32,6 @@ DETECTED_RGB = (0, 255, 0)
 MODEL_RGB = (255, 0, 0)
 INVALID_RGB = (255, 0, 0)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # what `headrep fit` reads
-
-
-def _progress(iterable, total: int, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit="frame", file=sys.stderr,
-                disable=not sys.stderr.isatty() and "HEADREP_PROGRESS" not in os.environ)
 
 
 def _load(rep_path: Path, model: Path | None):
@@ -260,7 +253,7 @@ def run_render(rep_path: Path, out: Path | None = None, resolution: int | None =
         crops = _source_crops(rep, R, notes)
         valid = rep.valid
         frames = rep.frames
-        for t in _progress(range(T), T, "render"):
+        for t in progress(range(T), T, "render"):
             maps = rep.render(t, R, ctx)
             cam = maps["camera"]
             intrinsics[t] = (cam.fx, cam.fy, cam.cx, cam.cy)
@@ -361,7 +354,7 @@ def run_export(rep_path: Path, out: Path, fmt: str = "ply", frames: str | None =
     fidx = rep.frames
     listing = []
     with atomic_dir(out) as tmp:
-        for k in _progress(range(0, len(sel), 16), (len(sel) + 15) // 16, "export"):
+        for k in progress(range(0, len(sel), 16), (len(sel) + 15) // 16, "export"):
             chunk = sel[k:k + 16]
             verts = rep.vertices(chunk, space=space)
             for j, t in enumerate(chunk):

@@ -13,6 +13,8 @@ from typing import Callable
 
 import torch
 
+from headrep.io import progress as progress_bar
+
 from .errors import TransferError
 from .model import ExpressionEncoder, OffsetMLP, TransferModel
 
@@ -99,17 +101,6 @@ def _save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
-def _progress_bar(total: int, enabled: bool | None):
-    import os
-    import sys
-
-    from tqdm import tqdm
-
-    if enabled is None:
-        enabled = sys.stderr.isatty() or "HEADREP_PROGRESS" in os.environ
-    return tqdm(total=total, desc="transfer train", unit="epoch", file=sys.stderr, disable=not enabled)
-
-
 def train(datasets: list[dict], epochs: int = 30, lr: float = 2e-3, batch: int = 8, seed: int = 0,
           val_fraction: float = 0.1, progress: bool | None = None, *, code: int = 32, hidden: int = 128,
           layers: int = 4, n_freq: int = 6, enc_hidden: int = 128, scale: float = 0.1,
@@ -187,7 +178,7 @@ def train(datasets: list[dict], epochs: int = 30, lr: float = 2e-3, batch: int =
             hist = state["hist"]
             first = int(state["epoch"])
         t0 = time.perf_counter() - hist["seconds"]
-        bar = _progress_bar(epochs, progress)
+        bar = progress_bar(None, epochs, "transfer train", "epoch", enabled=progress)
         bar.update(first)
         try:
             for ep in range(first, epochs):
