@@ -239,6 +239,13 @@ class BodyModel(torch.nn.Module):
                                   bary[None].expand(B, -1, -1).contiguous())
 
 
+def axis_angle_to_matrix(aa: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices [...,3,3] of axis-angle vectors [...,3], with smplx's Rodrigues (as the forward uses)."""
+    from smplx.lbs import batch_rodrigues
+
+    return batch_rodrigues(aa.reshape(-1, 3)).view(*aa.shape[:-1], 3, 3)
+
+
 def skin(vertices: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor) -> torch.Tensor:
     """Linear blend skinning: vertices [B,N,3] (canonical), weights [N,J], transforms [B,J,4,4] -> [B,N,3]."""
     B, J = transforms.shape[:2]

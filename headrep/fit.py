@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import losses
-from .body import BodyModel
+from .body import BodyModel, axis_angle_to_matrix
 from .errors import HeadrepError
 from .head import MODEL_TO_CAMERA, DenseHead, to_camera
 from .render.maps import PinholeCamera, render_maps
@@ -115,12 +115,6 @@ class RowAdam:
 
     def load_state_dict(self, d: dict) -> None:
         self.m.copy_(d["m"]), self.v.copy_(d["v"]), self.t.copy_(d["t"])
-
-
-def axis_angle_to_matrix(aa: torch.Tensor) -> torch.Tensor:
-    from smplx.lbs import batch_rodrigues
-
-    return batch_rodrigues(aa.reshape(-1, 3)).view(*aa.shape[:-1], 3, 3)
 
 
 def _interpolate_invalid(x: torch.Tensor, valid: np.ndarray) -> torch.Tensor:

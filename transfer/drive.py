@@ -23,17 +23,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from headrep.body import axis_angle_to_matrix
+
 from .errors import TransferError
 
 MODES = ("mlp", "direct", "none")
 MOTION_ROTATIONS = (0, 12, 15)   # global orientation, neck, head: retargeted relative to the reference frames
 EXPRESSION_JOINTS = (22, 23, 24)  # jaw and eyes: copied from the source as they are
-
-
-def _rotmat(aa: torch.Tensor) -> torch.Tensor:
-    from kornia.geometry.conversions import axis_angle_to_rotation_matrix
-
-    return axis_angle_to_rotation_matrix(aa.reshape(-1, 3)).reshape(*aa.shape[:-1], 3, 3)
 
 
 def _axis_angle(R: torch.Tensor) -> torch.Tensor:
@@ -75,7 +71,8 @@ def retarget(src, tgt, src_ref: int, tgt_ref: int) -> dict:
     for j in EXPRESSION_JOINTS:
         pose[:, j] = pose_a[:, j]
     for j in MOTION_ROTATIONS:
-        Ra, Ra0, Rb0 = _rotmat(pose_a[:, j]), _rotmat(pose_a[src_ref, j]), _rotmat(B["pose"][tgt_ref, j].double())
+        Ra, Ra0 = axis_angle_to_matrix(pose_a[:, j]), axis_angle_to_matrix(pose_a[src_ref, j])
+        Rb0 = axis_angle_to_matrix(B["pose"][tgt_ref, j].double())
         pose[:, j] = _axis_angle(Ra @ Ra0.transpose(-1, -2) @ Rb0)
     expression = A["expression"].to(dt).clone()
     pose = pose.to(dt)
@@ -160,8 +157,8 @@ def drive(src, tgt, mode: str = "mlp", model=None, src_ref: int | None = None, t
 
     if mode not in MODES:
         raise TransferError(f"transfer drive: unknown mode {mode!r} (choose one of {', '.join(MODES)})")
-    for rep, role in ((src, "src"), (tgt, "tgt")):
-        rep._need_model()
+    src._need_model()
+    tgt._need_model()
     check_compatible([tgt, src], "transfer drive")
     ra = reference_frame(src, src_ref, "src")
     rb = reference_frame(tgt, tgt_ref, "tgt")

@@ -90,10 +90,6 @@ def _eval_items(model, datasets, items, batch, device="cpu") -> dict:
     return {"mse_mm2": se / max(1, 3 * n), "mean_mm": dist / max(1, n)}
 
 
-def _settings(**kw) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()}
-
-
 def _save_checkpoint(path: Path, state: dict) -> None:
     from headrep.io import atomic_write
 
@@ -125,11 +121,11 @@ def train(datasets: list[dict], epochs: int = 30, lr: float = 2e-3, batch: int =
     import time
 
     nf, ne = _check(datasets)
-    settings = _settings(epochs=epochs, lr=lr, batch=batch, seed=seed, val_fraction=val_fraction, code=code,
-                         hidden=hidden, layers=layers, n_freq=n_freq, enc_hidden=enc_hidden, scale=scale,
-                         identity_features=identity_features, anchor_rest=anchor_rest,
-                         vertices_per_step=vertices_per_step, num_face_vertices=nf, num_expression=ne,
-                         frames=[int(d["expression"].shape[0]) for d in datasets])
+    settings = dict(epochs=epochs, lr=lr, batch=batch, seed=seed, val_fraction=val_fraction, code=code,
+                    hidden=hidden, layers=layers, n_freq=n_freq, enc_hidden=enc_hidden, scale=scale,
+                    identity_features=identity_features, anchor_rest=anchor_rest,
+                    vertices_per_step=vertices_per_step, num_face_vertices=nf, num_expression=ne,
+                    frames=[int(d["expression"].shape[0]) for d in datasets])
     device = torch.device(device)
     old_threads = torch.get_num_threads()
     if threads:
