@@ -63,13 +63,13 @@ def run_video(name: str, args) -> dict:
     import numpy as np
     import torch
 
-    from headrep.body import BodyModel
-    from headrep.fit import FitConfig, Fitter
-    from headrep.landmarks import track_faces
+    from headrep.model.body import BodyModel
+    from headrep.fitting.fitter import FitConfig, Fitter
+    from headrep.fitting.landmarks import track_faces
     from headrep.render import get_context
     from headrep.samples import sample_path
-    from headrep.targets import MediaPipeMeshTargets
-    from headrep.video import load_frames
+    from headrep.fitting.targets import MediaPipeMeshTargets
+    from headrep.fitting.video import load_frames
 
     tty = sys.stderr.isatty()
     path = sample_path(name)

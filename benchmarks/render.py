@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from headrep.meshops import icosphere
+from headrep.model.meshops import icosphere
 from headrep.render import PinholeCamera, get_context, render_maps
 from headrep.render.cpu import numba
 

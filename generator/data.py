@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from headrep.errors import HeadrepError
+from headrep.rep import source_crops
 
 from .errors import GeneratorInputError
 
@@ -224,7 +225,7 @@ def _load_rep(rep, model=None):
     from headrep.rep import HeadRep
 
     if isinstance(rep, HeadRep):
-        rep._need_model()
+        rep.require_model()
         return rep
     try:
         return HeadRep.load(Path(rep), model=model)
@@ -236,7 +237,7 @@ def _load_rep(rep, model=None):
 
 def _smplx_vertices(rep, idx: np.ndarray) -> torch.Tensor:
     """Camera-space dense vertices of rep positions ``idx`` WITHOUT static and dynamic offsets [B,Nd,3]."""
-    from headrep.head import to_camera
+    from headrep.model.head import to_camera
 
     t = rep.tensors
     i = torch.as_tensor(np.asarray(idx, np.int64))
@@ -249,8 +250,7 @@ def _render_chunk(rep, idx: np.ndarray, R: int, ctx, what: Iterable[str]) -> dic
     """Maps of rep positions ``idx`` at R×R in their crop cameras. ``what`` ⊆ {"normal_depth",
     "smplx_normal_depth", "face_mask", "landmarks"} -> "normal" uint8 [B,R,R,3] + "depth" float32 [B,R,R];
     "smplx_normal" / "smplx_depth"; "face_mask" uint8 [B,R,R]; "landmarks68" float32 [B,68,2] crop pixels."""
-    from headrep.render import rasterize, interpolate
-    from headrep.render.maps import encode_normals, render_maps
+    from headrep.render import encode_normals, render_maps
 
     what = set(what)
     idx = np.asarray(idx, np.int64)
@@ -259,26 +259,22 @@ def _render_chunk(rep, idx: np.ndarray, R: int, ctx, what: Iterable[str]) -> dic
     faces = rep.head.faces_t
     dev = getattr(ctx, "device", torch.device("cpu"))
     out: dict[str, np.ndarray] = {}
-    full = None
-    if "normal_depth" in what or "face_mask" in what:
-        full = rep.vertices(idx, space="camera").to(dev)
     with torch.no_grad():
-        if "normal_depth" in what:
-            m = render_maps(ctx, full, faces.to(dev), cam_arg)
-            out["normal"] = encode_normals(m["normal"], m["mask"]).numpy()
-            out["depth"] = m["depth"].float().cpu().numpy()
+        if "normal_depth" in what or "face_mask" in what:
+            full = rep.vertices(idx, space="camera").to(dev)
+            face = torch.zeros(full.shape[1], 1, dtype=full.dtype)
+            face[torch.as_tensor(rep.face_vertices, dtype=torch.long)] = 1.0
+            m = render_maps(ctx, full, faces.to(dev), cam_arg, attributes={"face": face})
+            if "normal_depth" in what:
+                out["normal"] = encode_normals(m["normal"], m["mask"]).numpy()
+                out["depth"] = m["depth"].float().cpu().numpy()
+            if "face_mask" in what:
+                out["face_mask"] = ((m["face"][..., 0] > 0.5) & (m["rast"][..., 3] > 0)).to(torch.uint8).cpu().numpy()
         if "smplx_normal_depth" in what:
             v = _smplx_vertices(rep, idx).to(dev)
             m = render_maps(ctx, v, faces.to(dev), cam_arg)
             out["smplx_normal"] = encode_normals(m["normal"], m["mask"]).numpy()
             out["smplx_depth"] = m["depth"].float().cpu().numpy()
-        if "face_mask" in what:
-            pos = torch.cat([c.to_clip(full[k:k + 1]) for k, c in enumerate(cams)], 0)
-            rast, _ = rasterize(ctx, pos.contiguous(), faces.to(dev), (R, R))
-            attr = torch.zeros(1, full.shape[1], 1, dtype=full.dtype, device=dev)
-            attr[0, torch.as_tensor(rep.face_vertices, dtype=torch.long, device=dev)] = 1.0
-            f, _ = interpolate(attr, rast, faces.to(dev))
-            out["face_mask"] = ((f[..., 0] > 0.5) & (rast[..., 3] > 0)).to(torch.uint8).cpu().numpy()
     if "landmarks" in what:
         lm = rep.landmarks68(idx, space="camera").double()
         pts = np.empty((len(idx), lm.shape[1], 2), np.float32)
@@ -293,11 +289,11 @@ def _render_chunk(rep, idx: np.ndarray, R: int, ctx, what: Iterable[str]) -> dic
 
 def _render_condition(rep, positions: np.ndarray, mode: str, R: int, ctx, progress: bool = False) -> np.ndarray:
     """[F,R,R,C] float32 in [-1, 1] of condition ``mode`` for rep positions ``positions``, rendered at R."""
-    from headrep.io import progress
+    from headrep.io import progress as progress_bar
 
     chunks = range(0, len(positions), _CHUNK)
     if progress:
-        chunks = progress(chunks, len(chunks), "condition")
+        chunks = progress_bar(chunks, len(chunks), "condition")
     parts: dict[str, list[np.ndarray]] = {}
     for k in chunks:
         for name, arr in _render_chunk(rep, positions[k:k + _CHUNK], R, ctx, [mode]).items():
@@ -625,8 +621,8 @@ def load_reference(path: str | Path, resolution: int, require_face: bool = True)
     GeneratorInputError for a missing or unreadable file, and ("no face found in …") when MediaPipe finds no
     face and ``require_face``; without ``require_face`` a faceless image gives its centred square crop.
     """
-    from headrep.landmarks import MediaPipeDetector, crop_image, track_faces
-    from headrep.video import load_frames
+    from headrep.fitting.landmarks import MediaPipeDetector, crop_image, track_faces
+    from headrep.fitting.video import load_frames
 
     R = _check_resolution(resolution)
     path = Path(path)
@@ -663,7 +659,7 @@ def load_reference(path: str | Path, resolution: int, require_face: bool = True)
 def _check_source(video: Path, rep) -> dict:
     """video_info of ``video`` after checking it can be the rep's source (size, fps, frame count)."""
     from headrep.io import video_info
-    from headrep.video import VIDEO_EXTENSIONS
+    from headrep.fitting.video import VIDEO_EXTENSIONS
 
     if not video.exists():
         raise GeneratorInputError(f"video {video} does not exist")
@@ -698,33 +694,12 @@ def _check_source(video: Path, rep) -> dict:
     return info
 
 
-def _source_crops(video: Path, rep, R: int):
-    """Yield the RGB crop (uint8 [R,R,3]) of each rep frame from ``video`` (the fit's crop: each frame resized
-    to the recorded loaded size when the fit downscaled it, then headrep.landmarks.crop_image with its box)."""
-    import cv2
-    import warnings
-
-    from headrep.io import read_video
-    from headrep.landmarks import crop_image
-
-    frames, size, boxes = rep.frames, rep.image_size, rep.boxes
-    T = len(frames)
-    t = 0
+def _checked(crops):
+    """headrep's source reader with its errors as this package's (the video is the rep's source, checked)."""
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            for index, frame in read_video(video, start=int(frames[0]), stop=int(frames[-1]) + 1):
-                if t < T and frames[t] == index:
-                    if size is not None and frame.shape[:2] != tuple(size):
-                        frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-                    yield crop_image(np.ascontiguousarray(frame), boxes[t], R)
-                    t += 1
+        yield from crops
     except HeadrepError as exc:
-        raise GeneratorInputError(f"cannot read video {video}: {exc}") from None
-    if t < T:
-        why = "; ".join(str(w.message) for w in caught)
-        raise GeneratorInputError(f"video {video} ended before source frame {int(frames[t])} (rep frame {t} of {T})"
-                                  + (f": {why}" if why else "") + "; is it the rep's source?")
+        raise GeneratorInputError(str(exc)) from None
 
 
 def _dump_json(meta: dict) -> str:
@@ -815,7 +790,7 @@ def prepare_clip(video: str | Path, rep, out: str | Path, resolution: int = 256,
             "landmarks68": mm("landmarks68", np.float32, (T, 68, 2)),
             "face_mask": mm("face_mask", np.uint8, (T, R, R)),
         }
-        crops = _source_crops(video, rep, R)
+        crops = _checked(source_crops(rep, R, video=video))
         bar = progress(None, T, "prepare")
         for k in range(0, T, _CHUNK):
             idx = np.arange(k, min(T, k + _CHUNK))

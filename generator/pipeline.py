@@ -48,12 +48,10 @@ def make_scheduler(config: dict, kind: str | None = None, shift: float | None = 
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GeneratorInputError("--device cuda was asked for but no CUDA GPU is available")
-    return device
+    """headrep's device policy, raising this package's error."""
+    from headrep.devices import resolve_device as resolve
+
+    return resolve(device, GeneratorInputError)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ naming the file.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 import shutil
@@ -22,9 +23,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .errors import HeadrepError
+from headrep.errors import HeadrepError
 
-__all__ = ["atomic_write", "write_video", "write_png", "write_npz", "read_video", "video_info", "video_codec"]
+__all__ = ["atomic_write", "atomic_dir", "check_output_dir", "crop_image", "file_sha256", "list_images", "progress",
+           "read_image", "read_video", "video_codec", "video_info", "write_npz", "write_png", "write_video",
+           "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -67,20 +70,154 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# reading sources: what `headrep fit` reads, and what re-reads a rep's source, use these
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """A folder's images in natural name order (frame2 before frame10), hidden files skipped."""
+    import re
+
+    def key(name: str):
+        return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
+
+    return sorted((p for p in Path(folder).iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS),
+                  key=lambda p: key(p.name))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read an image file as uint8 RGB [H,W,3] (EXIF orientation applied, alpha dropped, 16-bit scaled)."""
+    import cv2
+
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise HeadrepError(f"cannot read image {path}: {exc}") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise HeadrepError(f"cannot read image {path}: not a readable image file")
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
+def crop_image(image: np.ndarray, box, resolution: int) -> np.ndarray:
+    """Crop ``image`` to the square ``box`` = (x0, y0, side) and resize to resolution², exactly following
+    ``crop_xy = (image_xy − (x0, y0)) · resolution / side`` (pixel-index coordinates); outside: black."""
+    import cv2
+
+    x0, y0, side = (float(v) for v in box)
+    r = int(resolution)
+    s = r / side
+    if s >= 0.75:  # mild or no downscale: one bilinear warp
+        m = np.array([[s, 0.0, -s * x0], [0.0, s, -s * y0]])
+        return cv2.warpAffine(image, m, (r, r), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=(0, 0, 0))
+    # strong downscale: warp exactly to an integer multiple (m·r)² first, then average m×m blocks (INTER_AREA).
+    # Block u of the result averages intermediate pixels m·u .. m·u+m−1, centred at (u + 0.5)·m − 0.5; the
+    # intermediate warp maps x' = (x − x0 + 0.5·side/r)·k − 0.5 with k = m·r/side, so u ↔ x = u·side/r + x0.
+    mult = int(math.ceil(side / r))
+    n = mult * r
+    k = n / side
+    off = 0.5 * side / r
+    m = np.array([[k, 0.0, k * (off - x0) - 0.5], [0.0, k, k * (off - y0) - 0.5]])
+    big = cv2.warpAffine(image, m, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=(0, 0, 0))
+    return cv2.resize(big, (r, r), interpolation=cv2.INTER_AREA)
+
+
+
+# --------------------------------------------------------------------------------------------------------------
 # images and arrays
+
+
+class LogProgress:
+    """What a progress bar becomes in a log (stderr is not a terminal): one line every ``interval`` seconds and
+    one at the end (``desc: n/total (p%) elapsed, rate, postfix``), never a line per step. Implements the
+    part of tqdm's interface the project uses (iteration, update, set_postfix, close, n, total, context)."""
+
+    def __init__(self, iterable=None, total=None, desc="", unit="it", interval=None, file=None, **_):
+        import sys
+        import time
+
+        self.iterable, self.desc, self.unit = iterable, desc, unit
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self.total, self.n, self.postfix = total, 0, ""
+        self.interval = float(os.environ.get("HEADREP_PROGRESS_INTERVAL", 10.0) if interval is None else interval)
+        self.file = file or sys.stderr
+        self._clock = time.monotonic
+        self._t0 = self._last = self._clock()
+        self._closed = False
+
+    def __iter__(self):
+        for x in self.iterable:
+            yield x
+            self.update(1)
+        self.close()
+
+    def __len__(self):
+        return self.total or 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def set_postfix(self, ordered_dict=None, refresh=True, **kw):
+        items = {**(ordered_dict or {}), **kw}
+        self.postfix = ", ".join(f"{k}={v}" for k, v in items.items())
+
+    def set_description(self, desc=None, refresh=True):
+        self.desc = desc or ""
+
+    def write(self, text):
+        print(text, file=self.file, flush=True)
+
+    def update(self, n=1):
+        self.n += n
+        now = self._clock()
+        if now - self._last >= self.interval:
+            self._last = now
+            self._line()
+
+    def _line(self):
+        elapsed = self._clock() - self._t0
+        done = f"{self.n}/{self.total} ({100.0 * self.n / self.total:.0f}%)" if self.total else f"{self.n}"
+        rate = f", {self.n / elapsed:.2f} {self.unit}/s" if elapsed > 0 and self.n else ""
+        post = f", {self.postfix}" if self.postfix else ""
+        print(f"{self.desc}: {done} {self.unit}s in {elapsed:.0f} s{rate}{post}", file=self.file, flush=True)
+
+    def close(self):
+        if not self._closed:
+            self._closed = True
+            if self.n:
+                self._line()
+
+    def refresh(self):
+        pass
 
 
 def progress(iterable=None, total: int | None = None, desc: str = "", unit: str = "frame",
              enabled: bool | None = None, **kw):
-    """The project's progress bar: tqdm on stderr, shown on a terminal or when HEADREP_PROGRESS is set
-    (logs and CI stay quiet), unless ``enabled`` says otherwise."""
+    """The project's progress bar on stderr: a live tqdm bar on a terminal; in a log (stderr not a terminal)
+    a :class:`LogProgress` line every ~10 s (``HEADREP_PROGRESS_INTERVAL``). ``enabled=False`` or
+    ``HEADREP_PROGRESS=0`` silences it."""
     import sys
 
+    if enabled is None:
+        enabled = True
+    if os.environ.get("HEADREP_PROGRESS") == "0":
+        enabled = False
+    if enabled and not sys.stderr.isatty():
+        return LogProgress(iterable, total=total, desc=desc, unit=unit, **kw)
     from tqdm import tqdm
 
-    if enabled is None:
-        enabled = sys.stderr.isatty() or "HEADREP_PROGRESS" in os.environ
+    kw.setdefault("dynamic_ncols", True)
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=not enabled, **kw)
+
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write a uint8 image (H×W grey, H×W×3 RGB or H×W×4 RGBA) as a PNG, atomically. Returns the path."""

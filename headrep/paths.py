@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import HeadrepError
+from headrep.errors import HeadrepError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

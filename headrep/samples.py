@@ -30,9 +30,9 @@ import zipfile
 from pathlib import Path
 from typing import Iterable
 
-from .errors import HeadrepError
-from .io import atomic_write, file_sha256
-from .paths import cache_dir
+from headrep.errors import HeadrepError
+from headrep.io import atomic_write, file_sha256
+from headrep.paths import cache_dir
 
 __all__ = ["SAMPLES", "PYFEAT_VERSION", "WHEEL_NAME", "fetch_samples", "sample_path", "samples_dir"]
 

@@ -5,14 +5,14 @@ import pytest
 
 @pytest.fixture(scope="session")
 def body():
-    from headrep.body import BodyModel
+    from headrep.model.body import BodyModel
 
     return BodyModel()
 
 
 @pytest.fixture(scope="session")
 def standin_file():
-    from headrep.standin import standin_path
+    from headrep.model.standin import standin_path
 
     return standin_path()
 

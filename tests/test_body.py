@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from headrep.body import BodyModel, validate_model_file
+from headrep.model.body import BodyModel, validate_model_file
 from headrep.errors import ModelFileError
 
 
@@ -116,7 +116,7 @@ def test_cli_reports_bad_model_without_traceback_and_writes_nothing(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_text("hello")
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "headrep.cli", "render-model", "--model", str(bad), "-o", str(out)],
+    r = subprocess.run([sys.executable, "-m", "headrep", "render-model", "--model", str(bad), "-o", str(out)],
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "not an .npz archive" in r.stderr

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from headrep.fit import FitConfig, Fitter, RowAdam
-from headrep.synthetic import face_errors_mm, make_clip
+from headrep.fitting import FitConfig, Fitter
+from headrep.fitting.params import RowAdam
+from headrep.fitting.synthetic import face_errors_mm, make_clip
 
 FLIP = torch.tensor([1.0, -1.0, -1.0])
 
@@ -60,7 +61,7 @@ def test_offsets_recover_detail_on_synthetic_truth(expressive_clip, expressive_f
     assert err_on["aligned_mm"] < 0.85 * err_off["aligned_mm"]
     assert res_on.stats["detail"]["normal_deg"] < 0.6 * res_off.stats["detail"]["normal_deg"]
     # the recovered dynamic offsets follow the true ones along the surface normal (the visible component)
-    dyn = torch.zeros(len(track.valid), head.num_vertices, 3).index_copy(1, f_on.face_idx, f_on.dynamic)[:, face]
+    dyn = torch.zeros(len(track.valid), head.num_vertices, 3).index_copy(1, f_on.face_idx, f_on.params.dynamic)[:, face]
     true = truth.dynamic[:, face]
     n = true / true.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     signed_true = (true * n).sum(-1).reshape(-1)
@@ -68,7 +69,7 @@ def test_offsets_recover_detail_on_synthetic_truth(expressive_clip, expressive_f
     print(f"D_dyn correlation with the truth (normal component): {float(corr):.3f}")
     assert corr > 0.15
     # and the static field finds the identity bumps on the face
-    s_corr = torch.corrcoef(torch.stack([f_on.static[face].reshape(-1), truth.static[face].reshape(-1)]))[0, 1]
+    s_corr = torch.corrcoef(torch.stack([f_on.params.static[face].reshape(-1), truth.static[face].reshape(-1)]))[0, 1]
     print(f"D_static correlation with the truth (face): {float(s_corr):.3f}")
     assert s_corr > 0.2
 
@@ -90,14 +91,14 @@ def test_static_offsets_do_not_absorb_expression(body):
     k = int(true_dyn.norm(dim=-1).mean(-1).argmax())
     pattern = true_dyn[k] / true_dyn[k].norm()
     amplitude = (true_dyn.reshape(len(true_dyn), -1) @ pattern.reshape(-1)).mean()
-    shift = ((f_expr.static[face] - f_neutral.static[face]) * pattern).sum()
+    shift = ((f_expr.params.static[face] - f_neutral.params.static[face]) * pattern).sum()
     fraction = float(shift / amplitude)
     print(f"share of the mean wrinkle absorbed by D_static: {fraction:.2f}")
     assert fraction < 0.9
 
 
 def _cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "headrep.cli", *map(str, args)], capture_output=True, text=True, **kw)
+    return subprocess.run([sys.executable, "-m", "headrep", *map(str, args)], capture_output=True, text=True, **kw)
 
 
 @pytest.mark.parametrize("case", ["missing", "text", "no_face"])
@@ -149,7 +150,8 @@ def test_fit_refuses_non_empty_output_and_empty_resume(tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_fit_resumes_from_its_checkpoint(tmp_path, monkeypatch):
-    from headrep import cli, fit
+    from headrep.commands import main as cli
+    from headrep.fitting import fitter as fit
     from headrep.rep import HeadRep
     from headrep.samples import sample_path
 
@@ -182,7 +184,7 @@ def test_single_image_fit(tmp_path):
 
     from headrep.rep import HeadRep
     from headrep.samples import sample_path
-    from headrep.video import load_frames
+    from headrep.fitting.video import load_frames
 
     try:
         frame = load_frames(sample_path("single_face.mp4"), frames=slice(0, 1)).images[0]
@@ -204,7 +206,7 @@ def test_single_image_fit(tmp_path):
 def test_ibug68_path_for_models_without_the_mediapipe_embedding(tmp_path, body, standin_file):
     """A model that carries only SMPL-X's 68-point embedding (static 51 + dynamic contour) is fitted on iBUG-68
     landmarks mapped from MediaPipe; here: the stand-in with its MediaPipe arrays removed."""
-    from headrep.body import BodyModel
+    from headrep.model.body import BodyModel
 
     arrays = dict(np.load(standin_file))
     for key in ("mp478_faces_idx", "mp478_bary_coords"):

@@ -13,9 +13,10 @@ from generator.data import (CONDITIONS, LANDMARK_PARTS, ClipDataset, check_num_f
                             draw_landmarks, load_condition, load_reference, normalize_depth, prepare_clip)
 from generator.errors import GeneratorInputError
 from headrep.errors import HeadrepError
-from headrep.head import DenseHead
+from headrep.model.head import DenseHead
 from headrep.io import file_sha256, read_video, write_png, write_video
-from headrep.rep import HeadRep, make_synthetic_rep
+from headrep.rep import HeadRep
+from headrep.fitting.synthetic import make_synthetic_rep
 
 T, H, W = 14, 240, 320        # rep frames, source frame size
 FIRST = 1                     # the rep starts at source frame 1 (the video has T + 2 frames)
@@ -325,7 +326,7 @@ def test_dataset_errors(clips_root, tmp_path):
 @pytest.fixture(scope="module")
 def small_rep_and_render(body, head, tmp_path_factory):
     """A 5-frame rep (no source video) and its `headrep render` output."""
-    from headrep.cli import main
+    from headrep.commands.main import main
 
     root = tmp_path_factory.mktemp("grender")
     d = make_synthetic_rep(body, head, T=5, seed=11, resolution=64, image_size=(H, W)).save(root / "r.rep")
@@ -439,7 +440,7 @@ def test_load_reference_errors(tmp_path):
 
 
 def test_load_reference_real_face(tmp_path):
-    from headrep.landmarks import MediaPipeDetector
+    from headrep.fitting.landmarks import MediaPipeDetector
     from headrep.samples import sample_path
 
     try:

@@ -474,8 +474,8 @@ def test_bf16_sampling_on_gpu_matches_float32():
 
 def test_animate_fps_follows_the_condition(tmp_path, body):
     from generator.cli import _condition_fps
-    from headrep.head import DenseHead
-    from headrep.rep import make_synthetic_rep
+    from headrep.model.head import DenseHead
+    from headrep.fitting.synthetic import make_synthetic_rep
 
     (tmp_path / "render").mkdir()
     (tmp_path / "render" / "render.json").write_text(json.dumps({"fps": 29.97}))

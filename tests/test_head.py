@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from headrep.head import DenseHead
+from headrep.model.head import DenseHead
 
 
 @pytest.fixture(scope="module", params=[0, 1, 2])

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from headrep.errors import HeadrepError
-from headrep.landmarks import (NUM_POINTS, Detection, FaceDetector, FaceTrack, MediaPipeDetector, crop_image,
+from headrep.fitting.landmarks import (NUM_POINTS, Detection, FaceDetector, FaceTrack, MediaPipeDetector, crop_image,
                                track_faces)
 from headrep.paths import asset_path
-from headrep.standin import MP_LEFT_EYE, MP_RIGHT_EYE, MP_TO_IBUG68
-from headrep.video import Frames, load_frames
+from headrep.model.standin import MP_LEFT_EYE, MP_RIGHT_EYE, MP_TO_IBUG68
+from headrep.fitting.video import Frames, load_frames
 
 
 def sample(name: str):

@@ -87,8 +87,8 @@ def test_notebook_is_committed_clean():
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory, body):
-    from headrep.head import DenseHead
-    from headrep.rep import make_synthetic_rep
+    from headrep.model.head import DenseHead
+    from headrep.fitting.synthetic import make_synthetic_rep
 
     tmp = tmp_path_factory.mktemp("notebook")
     head = DenseHead(body, levels=1)

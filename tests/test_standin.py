@@ -7,8 +7,8 @@ import smplx
 import torch
 import trimesh
 
-from headrep import standin
-from headrep.standin import EXPRESSION_NAMES, MP_TO_IBUG68, SHAPE_NAMES
+from headrep.model import standin
+from headrep.model.standin import EXPRESSION_NAMES, MP_TO_IBUG68, SHAPE_NAMES
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from headrep.errors import HeadrepError
-from headrep.standin import canonical_face
-from headrep.targets import (
+from headrep.model.standin import canonical_face
+from headrep.fitting.targets import (
     MP_LEFT_EYE_LOOP, MP_LIPS_INNER, MP_RIGHT_EYE_LOOP, MediaPipeMeshTargets, NetworkTargets, TargetEstimator,
     Targets, _mediapipe_triangles, angular_normal_error, make_estimator, normal_loss,
     scale_shift_invariant_depth_error,

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.spatial import ConvexHull
 
-from headrep.topology import (
+from headrep.model.topology import (
     DenseTopology,
     build_dense_topology,
     cotangent_laplacian,

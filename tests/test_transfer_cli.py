@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from headrep.rep import HeadRep, make_synthetic_rep
+from headrep.rep import HeadRep
+from headrep.fitting.synthetic import make_synthetic_rep
 from transfer.cli import main
 from transfer.dataset import load_training_reps, samples_from_rep
 from transfer.drive import drive
@@ -21,7 +22,7 @@ SMALL = ["--epochs", "3", "--hidden", "16", "--code", "8", "--vertices-per-step"
 
 @pytest.fixture(scope="module")
 def head0(body):
-    from headrep.head import DenseHead
+    from headrep.model.head import DenseHead
 
     return DenseHead(body, levels=0)
 
@@ -156,7 +157,7 @@ def test_cross_drive_keeps_the_target_identity(reps):
 
 
 def test_drive_cli_and_render(reps, model_file, tmp_path):
-    from headrep.cli import main as headrep_main
+    from headrep.commands.main import main as headrep_main
 
     out = tmp_path / "driven"
     assert main(["drive", "--src", str(reps[0]), "--tgt", str(reps[1]), "-o", str(out),
@@ -176,7 +177,7 @@ def test_drive_cli_and_render(reps, model_file, tmp_path):
 
 
 def test_bad_input(reps, body, tmp_path, capsys):
-    from headrep.head import DenseHead
+    from headrep.model.head import DenseHead
 
     a, b = (str(p) for p in reps)
     # an empty rep list

@@ -18,7 +18,7 @@ from transfer.train import offset_error_mm, predict, split_frames, train
 
 @pytest.fixture(scope="module")
 def head0(body):
-    from headrep.head import DenseHead
+    from headrep.model.head import DenseHead
 
     return DenseHead(body, levels=0)
 
@@ -76,7 +76,7 @@ def test_save_load_roundtrip(tmp_path):
 
 
 def test_samples_from_rep(body, head0):
-    from headrep.rep import make_synthetic_rep
+    from headrep.fitting.synthetic import make_synthetic_rep
 
     rep = make_synthetic_rep(body, head0, T=4, seed=1, invalid=[2], landmarks=False)
     s = samples_from_rep(rep)

@@ -9,7 +9,7 @@ import pytest
 
 from headrep import io as hio
 from headrep.errors import HeadrepError
-from headrep.video import IMAGE_FPS, load_frames
+from headrep.fitting.video import IMAGE_FPS, load_frames
 
 
 def sample(name: str):

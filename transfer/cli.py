@@ -41,13 +41,9 @@ geometry (mlp), is copied from A by vertex index (direct), or is left out (none:
 
 
 def _device(name: str) -> str:
-    import torch
+    from headrep.devices import resolve_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TransferError("--device cuda: no CUDA GPU is available to torch here (use --device cpu)")
-    return name
+    return str(resolve_device(name, TransferError))
 
 
 def _checkpoint_path(out: Path) -> Path:
@@ -55,7 +51,7 @@ def _checkpoint_path(out: Path) -> Path:
 
 
 def cmd_train(args) -> int:
-    from headrep.rep import _versions
+    from headrep.rep import versions
 
     from .dataset import load_training_reps
     from .train import train
@@ -89,7 +85,7 @@ def cmd_train(args) -> int:
                           "val_mean_mm": hist["val_mean_mm"][-1] if hist["val_mean_mm"] else None},
                 "seconds": round(hist["seconds"], 2), "device": device,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "versions": _versions()}
+                "versions": versions()}
     model.cpu().save(out, training=training)
     ckpt.unlink(missing_ok=True)
     val = training["final"]["val_mean_mm"]

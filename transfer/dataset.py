@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from headrep.meshops import vertex_normals
+from headrep.model.meshops import vertex_normals
 
 SPACING = 0.022  # furrow spacing of the synthetic rule (m)
 BROW_RAISE = 3  # the stand-in's expression index of "brow_raise" (headrep.standin.EXPRESSION_NAMES)
@@ -24,7 +24,7 @@ BROW_RAISE = 3  # the stand-in's expression index of "brow_raise" (headrep.stand
 def neutral_face(rep) -> tuple[torch.Tensor, torch.Tensor]:
     """(neutral [Nf,3], normals [Nf,3]) of a rep's identity on its face vertices: U·M(β) + D_static in model
     space, with area-weighted vertex normals of the whole neutral dense mesh. What G is conditioned on."""
-    rep._need_model()
+    rep.require_model()
     fv = torch.as_tensor(rep.face_vertices).long()
     neutral_full = rep.neutral_vertices().float()
     normals_full = vertex_normals(neutral_full, torch.tensor(np.asarray(rep.head.faces)))
@@ -151,7 +151,7 @@ def synthetic_identity(body, head, seed: int, T: int = 48, beta_std: float = 1.0
     """A synthetic identity: random β (std ``beta_std``) and smooth D_static bumps (±``static_mm``), T frames
     of random expressions (or the ``expression``/``jaw`` given: the same expressions on another identity), the
     D_dyn target from `expression_detail`. Returns the `samples_from_rep` dict plus "betas" and "static"."""
-    from headrep.synthetic import smooth_field
+    from headrep.fitting.synthetic import smooth_field
 
     g = torch.Generator().manual_seed(int(seed))
     rng = np.random.default_rng(int(seed))

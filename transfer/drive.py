@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from headrep.body import axis_angle_to_matrix
+from headrep.model.body import axis_angle_to_matrix
 
 from .errors import TransferError
 
@@ -157,8 +157,8 @@ def drive(src, tgt, mode: str = "mlp", model=None, src_ref: int | None = None, t
 
     if mode not in MODES:
         raise TransferError(f"transfer drive: unknown mode {mode!r} (choose one of {', '.join(MODES)})")
-    src._need_model()
-    tgt._need_model()
+    src.require_model()
+    tgt.require_model()
     check_compatible([tgt, src], "transfer drive")
     ra = reference_frame(src, src_ref, "src")
     rb = reference_frame(tgt, tgt_ref, "tgt")

@@ -25,10 +25,10 @@ import warnings
 
 import torch
 
-from ..errors import RenderInputError
+from headrep.errors import RenderInputError
 
 __all__ = [
-    "CpuContext", "get_context", "rasterize", "interpolate", "antialias",
+    "CpuContext", "get_context", "rasterize", "interpolate", "interpolate_with", "antialias", "check_faces",
     "PinholeCamera", "render_maps", "encode_normals", "encode_depth",
 ]
 
@@ -47,7 +47,7 @@ def cuda_available() -> bool:
     """True when torch sees a CUDA GPU and nvdiffrast can be imported."""
     if not torch.cuda.is_available():
         return False
-    from .cuda import nvdiffrast_available
+    from headrep.render.cuda import nvdiffrast_available
 
     return nvdiffrast_available()
 
@@ -58,7 +58,7 @@ def get_context(device="auto"):
     name = str(device).lower() if device is not None else "auto"
     if name == "auto":
         if cuda_available():
-            from .cuda import CudaContext
+            from headrep.render.cuda import CudaContext
 
             try:
                 return CudaContext()
@@ -68,7 +68,7 @@ def get_context(device="auto"):
     if name == "cpu":
         return CpuContext()
     if name == "torch":
-        from .oracle import TorchContext
+        from headrep.render.oracle import TorchContext
 
         return TorchContext()
     if name.startswith("cuda"):
@@ -77,7 +77,7 @@ def get_context(device="auto"):
                 f"device={device!r} was asked for, but this machine has no CUDA GPU visible to torch "
                 "(torch.cuda.is_available() is False); use device='cpu' or 'auto'"
             )
-        from .cuda import CudaContext
+        from headrep.render.cuda import CudaContext
 
         return CudaContext(name if ":" in name else None)
     raise RenderInputError(f"unknown render device {device!r}; expected 'auto', 'cpu' or 'cuda'")
@@ -111,7 +111,7 @@ def _check_pos(pos) -> torch.Tensor:
 _TRI_CACHE: dict = {}
 
 
-def _check_tri(tri, num_vertices: int, device: torch.device) -> torch.Tensor:
+def check_faces(tri, num_vertices: int, device: torch.device) -> torch.Tensor:
     """Validated contiguous int32 copy of ``tri`` (cached per tensor: meshes are rendered many times)."""
     tri = _check_tensor(tri, "tri")
     key = (tri.data_ptr(), tri._version, tuple(tri.shape), tri.dtype, str(tri.device), int(num_vertices), str(device))
@@ -190,21 +190,21 @@ def rasterize(ctx, pos: torch.Tensor, tri: torch.Tensor, resolution):
     Differentiable w.r.t. ``pos`` through rast's (u, v, z/w). On CPU, ``rast_db`` is a zeros tensor.
     """
     pos = _check_pos(pos)
-    tri = _check_tri(tri, pos.shape[1], pos.device)
+    tri = check_faces(tri, pos.shape[1], pos.device)
     H, W = _check_resolution(resolution)
     backend = getattr(ctx, "backend", None)
     if backend == "cpu":
         _cpu_only(pos)
-        from . import cpu
+        from headrep.render import cpu
 
         rast = cpu.rasterize(pos.contiguous(), tri, (H, W))
         return rast, torch.zeros((), dtype=rast.dtype).expand(rast.shape)
     if backend == "torch":
-        from . import oracle
+        from headrep.render import oracle
 
         return oracle.rasterize(ctx, pos, tri, (H, W))
     if backend == "cuda":
-        from . import cuda
+        from headrep.render import cuda
 
         if pos.dtype != torch.float32:
             raise RenderInputError("the CUDA renderer (nvdiffrast) needs float32 positions")
@@ -222,7 +222,7 @@ def _check_interp(attr, rast, tri):
     if attr.shape[0] not in (1, rast.shape[0]):
         raise RenderInputError(f"attr has batch {attr.shape[0]} but rast has batch {rast.shape[0]}")
     _check_float(attr, "attr")
-    tri = _check_tri(tri, attr.shape[1], attr.device)
+    tri = check_faces(tri, attr.shape[1], attr.device)
     if rast.device != attr.device:
         raise RenderInputError(f"attr is on {attr.device} but rast is on {rast.device}")
     if attr.device.type == "cpu":
@@ -239,20 +239,21 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor, rast_
     """
     attr, rast, tri = _check_interp(attr, rast, tri)
     if attr.device.type == "cuda":
-        from . import cuda
+        from headrep.render import cuda
 
         return cuda.interpolate(attr, rast, tri, rast_db=rast_db, diff_attrs=diff_attrs)
     if diff_attrs is not None:
         raise RenderInputError("attribute image-space derivatives (diff_attrs) are only available on CUDA")
-    from . import cpu
+    from headrep.render import cpu
 
     return cpu.interpolate(attr.contiguous(), rast, tri), attr.new_empty(0)
 
 
-def _interpolate(ctx, attr, rast, tri):
-    """interpolate(), using the pure-torch path for the torch reference context."""
+def interpolate_with(ctx, attr, rast, tri):
+    """interpolate() through a context: the pure-torch path for the torch reference context, else the same as
+    interpolate() (which picks the backend from the tensors' device)."""
     if getattr(ctx, "backend", None) == "torch":
-        from . import oracle
+        from headrep.render import oracle
 
         attr, rast, tri = _check_interp(attr, rast, tri)
         return oracle.interpolate(attr, rast, tri)
@@ -272,7 +273,7 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     color = _check_tensor(color, "color")
     rast = _check_rast(rast)
     pos = _check_pos(pos)
-    tri = _check_tri(tri, pos.shape[1], pos.device)
+    tri = check_faces(tri, pos.shape[1], pos.device)
     if color.dim() != 4 or tuple(color.shape[:3]) != tuple(rast.shape[:3]):
         raise RenderInputError(f"color must be [B, H, W, C] matching rast {tuple(rast.shape[:3])}, "
                                f"got {tuple(color.shape)}")
@@ -280,14 +281,14 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
         raise RenderInputError(f"pos has batch {pos.shape[0]} but rast has batch {rast.shape[0]}")
     _check_float(color, "color", finite=False)
     if color.device.type == "cuda":
-        from . import cuda
+        from headrep.render import cuda
 
         return cuda.antialias(color, rast, pos, tri, topology_hash, pos_gradient_boost)
     _cpu_only(color, rast, pos)
     _check_ids(rast, tri.shape[0])
-    from . import cpu
+    from headrep.render import cpu
 
     return cpu.antialias(color, rast, pos, tri, float(pos_gradient_boost))
 
 
-from .maps import PinholeCamera, encode_depth, encode_normals, render_maps  # noqa: E402
+from headrep.render.maps import PinholeCamera, encode_depth, encode_normals, render_maps  # noqa: E402

@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..paths import cache_dir
+from headrep.paths import cache_dir
 
 
 def _configure_numba_cache() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import RenderInputError
+from headrep.errors import RenderInputError
 
 
 def nvdiffrast_available() -> bool:

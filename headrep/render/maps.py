@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import RenderInputError
-from ..meshops import vertex_normals
+from headrep.errors import RenderInputError
+from headrep.model.meshops import vertex_normals
 
 
 @dataclass
@@ -100,7 +100,8 @@ def _clip_positions(verts_cam: torch.Tensor, camera) -> tuple[torch.Tensor, tupl
     return pos, cams[0].resolution
 
 
-def render_maps(ctx, verts_cam: torch.Tensor, faces: torch.Tensor, camera, antialias: bool = True) -> dict:
+def render_maps(ctx, verts_cam: torch.Tensor, faces: torch.Tensor, camera, antialias: bool = True,
+                attributes: dict[str, torch.Tensor] | None = None) -> dict:
     """Normal, depth and mask maps of a mesh in OpenCV camera space, differentiable w.r.t. ``verts_cam``.
 
     verts_cam [B, V, 3] (or [V, 3]) metres, faces [F, 3] wound counter-clockwise seen from outside;
@@ -110,9 +111,13 @@ def render_maps(ctx, verts_cam: torch.Tensor, faces: torch.Tensor, camera, antia
     perspective-correct; 0 where empty) and ``mask`` [B, H, W] (coverage in [0, 1]; antialiased at the
     silhouette when ``antialias``, which also gives the silhouette gradients w.r.t. the vertices). Normals
     and depth are not antialiased (blending them with the empty background would corrupt them).
+
+    ``attributes``: extra per-vertex values {name: [V, C] or [B, V, C]} (a region mask, an albedo) are
+    interpolated in the same pass and returned under their names as [B, H, W, C] (0 where empty). The
+    rasterisation is returned too, as ``rast`` [B, H, W, 4], for callers that look up triangles.
     """
-    from . import _check_tri, _interpolate, rasterize
-    from . import antialias as _antialias
+    from headrep.render import antialias as _antialias
+    from headrep.render import check_faces, interpolate_with, rasterize
 
     if not isinstance(verts_cam, torch.Tensor):
         raise RenderInputError(f"verts_cam must be a torch.Tensor, got {type(verts_cam).__name__}")
@@ -124,15 +129,23 @@ def render_maps(ctx, verts_cam: torch.Tensor, faces: torch.Tensor, camera, antia
         raise RenderInputError(f"verts_cam must be float32 or float64, got {verts_cam.dtype}")
     if verts_cam.numel() and not bool(torch.isfinite(verts_cam.detach()).all()):
         raise RenderInputError("verts_cam contains NaN or infinite values")
-    faces = _check_tri(faces, verts_cam.shape[1], verts_cam.device)
+    faces = check_faces(faces, verts_cam.shape[1], verts_cam.device)
     pos, resolution = _clip_positions(verts_cam, camera)
     rast, _ = rasterize(ctx, pos, faces, resolution)
-    attr = torch.cat([vertex_normals(verts_cam, faces), verts_cam[..., 2:3]], -1)
-    out, _ = _interpolate(ctx, attr, rast, faces)
+    B, V = verts_cam.shape[:2]
+    extra = []
+    for name, a in (attributes or {}).items():
+        a = torch.as_tensor(a, device=verts_cam.device).to(verts_cam.dtype)
+        a = a[None] if a.dim() == 2 else a
+        if a.dim() != 3 or a.shape[1] != V:
+            raise RenderInputError(f"attribute {name!r} must be [V, C] or [B, V, C] with V={V}, got {tuple(a.shape)}")
+        extra.append((name, a.expand(B, -1, -1)))
+    attr = torch.cat([vertex_normals(verts_cam, faces), verts_cam[..., 2:3]] + [a for _, a in extra], -1)
+    out, _ = interpolate_with(ctx, attr, rast, faces)
     hard = (rast[..., 3:4] > 0).to(verts_cam.dtype)
     n = out[..., :3]
     if n.device.type == "cpu" and getattr(ctx, "backend", None) == "cpu":
-        from .cpu import normalize
+        from headrep.render.cpu import normalize
 
         n = normalize(n, 1e-20)  # fused numba kernels, same maths as below
     else:
@@ -142,7 +155,12 @@ def render_maps(ctx, verts_cam: torch.Tensor, faces: torch.Tensor, camera, antia
         mask = _antialias(hard, rast, pos, faces)[..., 0]
     else:
         mask = hard[..., 0]
-    return {"normal": n, "depth": depth, "mask": mask}
+    maps = {"normal": n, "depth": depth, "mask": mask, "rast": rast}
+    c = 4
+    for name, a in extra:
+        maps[name] = out[..., c:c + a.shape[-1]]
+        c += a.shape[-1]
+    return maps
 
 
 def encode_normals(normal: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -40,20 +40,18 @@ import json
 import math
 import platform
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import HeadrepError
-from .head import to_camera
+from headrep.errors import HeadrepError
+from headrep.model import NUM_JOINTS, NUM_MP_POINTS, to_camera
 
 FORMAT = "headrep.rep"
 VERSION = 1
 TENSOR_FILE = "rep.safetensors"
 JSON_FILE = "rep.json"
-NUM_JOINTS = 55
-NUM_MP = 478
 
 # name -> (shape template, kind); shape symbols come from the json (T, nb, ne, Nd, Nf), ints are fixed
 _SPEC: dict[str, tuple[tuple, str]] = {
@@ -70,7 +68,7 @@ _SPEC: dict[str, tuple[tuple, str]] = {
     "valid": (("T",), "int"),
     "frame_indices": (("T",), "int"),
 }
-_OPTIONAL: dict[str, tuple[tuple, str]] = {"landmarks": (("T", NUM_MP, 3), "float")}
+_OPTIONAL: dict[str, tuple[tuple, str]] = {"landmarks": (("T", NUM_MP_POINTS, 3), "float")}
 _FLOAT64 = ("focal", "principal", "boxes")
 
 
@@ -78,10 +76,11 @@ def _utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _versions() -> dict:
+def versions() -> dict:
+    """The library versions a file written now records (headrep, torch, smplx, numpy, python)."""
     import smplx
 
-    from . import __version__
+    from headrep import __version__
 
     return {"headrep": __version__, "torch": torch.__version__,
             "smplx": getattr(smplx, "__version__", None) or _dist_version("smplx"),
@@ -223,7 +222,7 @@ def _check_json(meta: dict, where: str) -> dict[str, int]:
 def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
-    from .io import atomic_write
+    from headrep.io import atomic_write
 
     with atomic_write(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
@@ -231,7 +230,7 @@ def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def _write_json(path: Path, meta: dict) -> None:
-    from .io import atomic_write
+    from headrep.io import atomic_write
 
     text = json.dumps(_jsonable(meta), indent=2)
     with atomic_write(path) as tmp:
@@ -275,7 +274,7 @@ def resolve_model(meta: dict, model: str | Path | None, where: str) -> Path:
     ``model`` given: that file. Else the recorded path; for a stand-in rep whose recorded cache file is gone
     or changed, the current stand-in (``headrep.standin.standin_path()``, regenerated as needed).
     """
-    from .io import file_sha256
+    from headrep.io import file_sha256
 
     rec = meta["model"]
     sha = str(rec["model_sha256"])
@@ -284,7 +283,7 @@ def resolve_model(meta: dict, model: str | Path | None, where: str) -> Path:
     else:
         mpath = Path(rec["model_path"])
         if rec["standin"] and not (mpath.is_file() and file_sha256(mpath) == sha):
-            from .standin import standin_path
+            from headrep.model.standin import standin_path
 
             mpath = standin_path()
     if not mpath.is_file():
@@ -318,7 +317,8 @@ class HeadRep:
         self.path = Path(path) if path is not None else None
         self._fv_t = tensors["face_vertices"].long()
 
-    def _need_model(self) -> None:
+    def require_model(self) -> None:
+        """HeadrepError unless the rep was loaded with its model (the geometry methods need it)."""
         if self.head is None:
             raise HeadrepError(f"{self!r} was loaded without its model (build=False); load it with build=True")
 
@@ -388,7 +388,7 @@ class HeadRep:
             "source": src, "resolution": resolution, "model": body.provenance(),
             "topology": {"levels": int(head.levels), "hash": head.topology.hash(), "num_dense": int(Nd),
                          "num_face_vertices": Nf},
-            "fit": fit, "versions": _versions(),
+            "fit": fit, "versions": versions(),
             "frames": {"count": T, "valid": int(t["valid"].sum())},
         }
         meta = json.loads(json.dumps(_jsonable(meta)))  # exactly what save() will write
@@ -400,7 +400,7 @@ class HeadRep:
         A non-empty existing folder is refused unless ``overwrite``; with ``overwrite`` the whole folder is
         replaced (old renders/ and meshes/ included, as they would describe the old rep). Returns the path.
         """
-        from .io import atomic_dir, check_output_dir
+        from headrep.io import atomic_dir, check_output_dir
 
         path = check_output_dir(Path(path), overwrite)
         with atomic_dir(path) as tmp:
@@ -420,8 +420,8 @@ class HeadRep:
         :meth:`summary` and the tensors, not for geometry). Raises HeadrepError naming the folder and the
         problem.
         """
-        from .body import BodyModel
-        from .head import DenseHead
+        from headrep.model.body import BodyModel
+        from headrep.model.head import DenseHead
 
         path = Path(path)
         where = f"HeadRep {path}"
@@ -520,7 +520,7 @@ class HeadRep:
     # --- geometry ---------------------------------------------------------------------------------------
     def dynamic_offsets_dense(self, ts=None) -> torch.Tensor:
         """Dynamic offsets of frames ``ts`` on all dense vertices [B,Nd,3] (zeros off the face)."""
-        self._need_model()
+        self.require_model()
         idx = torch.as_tensor(_index_list(ts, self.num_frames))
         compact = self.tensors["dynamic_offsets"][idx]
         out = compact.new_zeros(len(idx), self.head.num_vertices, 3)
@@ -541,7 +541,7 @@ class HeadRep:
         (model * [1,-1,-1]). Computed ``batch`` frames at a time.
         """
         _check_space(space)
-        self._need_model()
+        self.require_model()
         idx = _index_list(ts, self.num_frames)
         parts = [self._forward(idx[k:k + batch]).vertices for k in range(0, len(idx), batch)]
         v = torch.cat(parts, 0) if parts else torch.zeros(0, self.head.num_vertices, 3, dtype=self.body.dtype)
@@ -551,7 +551,7 @@ class HeadRep:
         """The model's iBUG-68 landmarks of frames ``ts`` [B,68,3] (from the coarse body model, so without the
         dense offsets; [B,51,3] for a model without a contour table)."""
         _check_space(space)
-        self._need_model()
+        self.require_model()
         idx = _index_list(ts, self.num_frames)
         t = self.tensors
         parts = []
@@ -565,7 +565,7 @@ class HeadRep:
 
     def neutral_vertices(self) -> torch.Tensor:
         """[Nd,3] model space: the fitted betas with zero expression and pose, zero transl, + static offsets."""
-        self._need_model()
+        self.require_model()
         p = self.body.zero_params(1)
         with torch.no_grad():
             out = self.head(self.tensors["betas"][None], p["expression"], p["pose"],
@@ -573,7 +573,13 @@ class HeadRep:
         return out.vertices[0]
 
     def neutral_mesh(self):
-        return _trimesh(self.neutral_vertices(), self.head.faces)
+        """trimesh.Trimesh of :meth:`neutral_vertices`."""
+        return self.to_mesh(self.neutral_vertices())
+
+    def to_mesh(self, vertices: torch.Tensor):
+        """trimesh.Trimesh of dense vertices [Nd,3] with the dense head's faces (no processing)."""
+        self.require_model()
+        return _trimesh(vertices, self.head.faces)
 
     def mesh(self, t: int, space: str = "camera"):
         """trimesh.Trimesh of frame position ``t`` (vertex order = the dense head's; no processing)."""
@@ -582,7 +588,7 @@ class HeadRep:
     # --- cameras ----------------------------------------------------------------------------------------
     def crop_camera(self, t: int, resolution: int | None = None, near: float = 0.05, far: float = 20.0):
         """PinholeCamera of frame position ``t``'s square crop at ``resolution`` (default the fitted one)."""
-        from .render.maps import PinholeCamera
+        from headrep.render.maps import PinholeCamera
 
         t = int(_index_list(t, self.num_frames)[0])
         R = int(resolution or self.resolution)
@@ -594,7 +600,7 @@ class HeadRep:
 
     def frame_camera(self, near: float = 0.05, far: float = 20.0):
         """PinholeCamera of the full loaded frame (needs source image_size)."""
-        from .render.maps import PinholeCamera
+        from headrep.render.maps import PinholeCamera
 
         size = self.image_size
         if size is None:
@@ -618,8 +624,8 @@ class HeadRep:
         Returns CPU tensors without a batch axis: normal [R,R,3], depth [R,R] (metres, 0 where empty),
         mask [R,R], and "camera" (the PinholeCamera).
         """
-        from .render import get_context
-        from .render.maps import render_maps
+        from headrep.render import get_context
+        from headrep.render.maps import render_maps
 
         ctx = ctx if ctx is not None else get_context("cpu")
         dev = getattr(ctx, "device", torch.device("cpu"))
@@ -630,70 +636,6 @@ class HeadRep:
         out = {k: m[k][0].cpu() for k in ("normal", "depth", "mask")}
         out["camera"] = cam
         return out
-
-    # --- report -----------------------------------------------------------------------------------------
-    def summary(self) -> str:
-        """Human-readable description (what `headrep info` prints)."""
-        m, src, topo, fit = self.meta["model"], self.meta["source"], self.meta["topology"], self.meta.get("fit", {})
-        T, nv = self.num_frames, int(self.valid.sum())
-        lines = [f"HeadRep {self.path if self.path else '(not saved)'}",
-                 f"  format        {self.meta['format']} v{self.meta['version']}, created {self.meta.get('created')}"]
-        if m["standin"]:
-            lines.append("  !!! STAND-IN (not SMPL-X): fitted with headrep's procedural stand-in model; "
-                         "these are not SMPL-X results !!!")
-        size = src.get("image_size")
-        lines += [
-            f"  source        {src.get('path')} ({src.get('kind')}, {src.get('fps')} fps"
-            + (f", {size[1]}x{size[0]} loaded" if size else "")
-            + (f", scale {src.get('scale')}" if src.get("scale") not in (None, 1, 1.0) else "")
-            + (f", {src.get('num_frames')} frames" if src.get("num_frames") is not None else "") + ")",
-            f"  frames        {T} fitted, {nv} valid ({T - nv} invalid)"
-            + (f", source frames {int(self.frames[0])}..{int(self.frames[-1])} step {self.stride}" if T else ""),
-            f"  model         {m.get('model_name')}: {m['model_path']}",
-            f"                sha256 {m['model_sha256']}, {m['num_betas']} betas, "
-            f"{m['num_expression']} expression coefficients",
-            f"  topology      levels {topo['levels']}, {topo['num_dense']} dense vertices, "
-            f"{topo['num_face_vertices']} face vertices, hash {str(topo['hash'])[:16]}…",
-            f"  crop          {self.resolution}x{self.resolution} px, focal {self.focal:.1f} px (loaded frame), "
-            f"principal ({self.principal[0]:.1f}, {self.principal[1]:.1f})",
-        ]
-        if T:
-            ds = self.tensors["dynamic_offsets"].norm(dim=-1)
-            so = self.tensors["static_offsets"].norm(dim=-1)
-            lines.append(f"  offsets       static max {1e3 * float(so.max()):.2f} mm / mean "
-                         f"{1e3 * float(so.mean()):.2f} mm"
-                         + (f"; dynamic (face) max {1e3 * float(ds.max()):.2f} mm" if ds.numel() else ""))
-        lines.append(f"  landmarks     {'stored (478 MediaPipe points per frame)' if self.landmarks is not None else 'none'}")
-        stats = fit.get("stats") or {}
-        cfg = {k: v for k, v in fit.items() if k not in ("stats", "seed")}
-        lines.append(f"  fit           seed {fit.get('seed')}"
-                     + (f"; config {json.dumps(cfg, sort_keys=True)[:300]}" if cfg else ""))
-        for k, v in stats.items():
-            lines.append(f"    {k:24s} {json.dumps(v) if not isinstance(v, str) else v}"[:200])
-        vers = self.meta.get("versions", {})
-        if vers:
-            lines.append("  versions      " + ", ".join(f"{k} {v}" for k, v in vers.items()))
-        if self.path is not None and self.path.is_dir():
-            lines.append("  files")
-            for f in sorted(self.path.iterdir()):
-                if f.name.startswith("."):
-                    continue
-                if f.is_dir():
-                    files = [g for g in f.rglob("*") if g.is_file()]
-                    lines.append(f"    {f.name + '/':24s} {_human(sum(g.stat().st_size for g in files))} "
-                                 f"({len(files)} files)")
-                else:
-                    lines.append(f"    {f.name:24s} {_human(f.stat().st_size)}")
-        return "\n".join(lines)
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
 
 def _check_space(space: str) -> None:
     if space not in ("camera", "model"):
@@ -712,91 +654,3 @@ def _trimesh(vertices: torch.Tensor, faces: np.ndarray):
 def load(path: str | Path, model: str | Path | None = None) -> HeadRep:
     """Shorthand for :meth:`HeadRep.load`."""
     return HeadRep.load(path, model=model)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# synthetic reps (tests, notebooks): plausible parameters without fitting
-
-
-def make_synthetic_rep(body, head, T: int = 5, seed: int = 0, resolution: int = 256,
-                       image_size: tuple[int, int] = (480, 640), focal: float | None = None,
-                       source_path: str | Path | None = None, fps: float = 25.0, invalid: Iterable[int] = (),
-                       frame_indices: Iterable[int] | None = None, landmarks: bool = True) -> HeadRep:
-    """A plausible HeadRep without fitting: random small expression / jaw / neck / global rotation, the head
-    ~0.8 m in front of the camera (wandering a few cm), each crop box framing the face, smooth small static
-    and dynamic offsets (≤ ~2 mm), and "detected" landmarks = the model's MediaPipe points projected into the
-    crop plus ~1 px noise (NaN on ``invalid`` positions, which are also marked invalid).
-
-    ``source_path``: a video to record as the source (its frames should be ``image_size`` = [H, W]); default
-    a placeholder "synthetic" path that does not exist.
-    """
-    g = torch.Generator().manual_seed(int(seed))
-    rng = np.random.default_rng(int(seed))
-    dt = body.dtype
-    H, W = (int(v) for v in image_size)
-    focal = float(focal) if focal is not None else 1.1 * max(H, W)
-    principal = np.array([(W - 1) / 2.0, (H - 1) / 2.0])
-    p = body.zero_params(T)
-    betas = 0.5 * torch.randn(body.num_betas, generator=g, dtype=dt)
-    expr = 0.4 * torch.randn(T, body.num_expression, generator=g, dtype=dt)
-    pose = p["pose"]
-    pose[:, 0] = 0.04 * torch.randn(T, 3, generator=g, dtype=dt)                   # global orientation
-    pose[:, 12] = 0.06 * torch.randn(T, 3, generator=g, dtype=dt)                  # neck
-    pose[:, 15] = 0.06 * torch.randn(T, 3, generator=g, dtype=dt)                  # head
-    pose[:, 22, 0] = 0.2 * torch.rand(T, generator=g, dtype=dt)                    # jaw open
-    Nd = head.num_vertices
-    fv = np.nonzero(np.asarray(head.face_mask))[0]
-    fm = torch.as_tensor(fv)
-    with torch.no_grad():
-        rest = head(betas[None], expr[:1] * 0, pose[:1] * 0).vertices[0]
-    # smooth offset fields from the rest positions
-    ph = torch.as_tensor(rng.uniform(0, 2 * np.pi, size=(3, 3)), dtype=dt)
-    static = 0.0015 * torch.sin(40.0 * rest[:, [1, 2, 0]] + ph[0])
-    static = static.to(dt)
-    tt = torch.arange(T, dtype=dt)[:, None, None]
-    dyn = 0.001 * torch.sin(60.0 * rest[fm][None, :, [2, 0, 1]] + ph[1] + 0.7 * tt)
-    with torch.no_grad():
-        out = head(betas[None], expr, pose, static_offsets=static, dynamic_offsets=_scatter(dyn, fm, Nd))
-    centre = out.vertices[:, fm].mean(1)                                              # [T,3] face centre
-    wander = torch.as_tensor(rng.normal(0, 0.02, size=(T, 3)), dtype=dt)
-    target = torch.tensor([0.0, 0.0, -0.8], dtype=dt) + wander                        # model axes
-    transl = target - centre
-    verts_cam = to_camera(out.vertices + transl[:, None])
-    face_cam = verts_cam[:, fm].double().numpy()
-    u = focal * face_cam[..., 0] / face_cam[..., 2] + principal[0]
-    v = focal * face_cam[..., 1] / face_cam[..., 2] + principal[1]
-    cx, cy = 0.5 * (u.min(1) + u.max(1)), 0.5 * (v.min(1) + v.max(1))
-    side = 1.6 * np.maximum(u.max(1) - u.min(1), v.max(1) - v.min(1))
-    boxes = np.stack([cx - side / 2, cy - side / 2, side], 1)
-    invalid = sorted(int(i) % T for i in invalid) if T else []
-    valid = np.ones(T, np.uint8)
-    valid[invalid] = 0
-    tensors = {"betas": betas, "expression": expr, "pose": pose, "transl": transl, "focal": [focal],
-               "principal": principal, "boxes": boxes, "static_offsets": static, "dynamic_offsets": dyn,
-               "face_vertices": fv, "valid": valid,
-               "frame_indices": np.arange(T) if frame_indices is None else np.asarray(list(frame_indices))}
-    if landmarks and body.mp478 is not None:
-        with torch.no_grad():
-            posed = body(betas[None], expr, pose, transl=transl).vertices
-            # one frame at a time: BodyModel.landmarks_mp478 fails for batches > 1 (expand + view in smplx)
-            mp = torch.cat([body.landmarks_mp478(posed[i:i + 1]) for i in range(T)], 0)
-            mp = to_camera(mp).double().numpy()
-        s = resolution / side
-        lu = (focal * mp[..., 0] / mp[..., 2] + principal[0] - boxes[:, None, 0]) * s[:, None]
-        lv = (focal * mp[..., 1] / mp[..., 2] + principal[1] - boxes[:, None, 1]) * s[:, None]
-        lz = (mp[..., 2] - mp[..., 2].mean(1, keepdims=True)) * focal * s[:, None]
-        lm = np.stack([lu, lv, lz], -1) + rng.normal(0, 1.0, size=(T, NUM_MP, 3)) * np.array([1, 1, 0])
-        lm[invalid] = np.nan
-        tensors["landmarks"] = lm.astype(np.float32)
-    source = {"path": str(source_path) if source_path is not None else "synthetic (no source video)",
-              "kind": "video" if source_path is not None else "synthetic", "fps": float(fps),
-              "image_size": [H, W], "scale": 1.0,
-              "num_frames": int(tensors["frame_indices"][-1]) + 1 if T else 0}
-    fit = {"synthetic": True, "seed": int(seed), "stats": {"note": "synthetic rep, not fitted"}}
-    return HeadRep.create(body, head, tensors, source, resolution, fit)
-
-
-def _scatter(compact: torch.Tensor, idx: torch.Tensor, n: int) -> torch.Tensor:
-    out = compact.new_zeros(compact.shape[0], n, 3)
-    out[:, idx] = compact
-    return out

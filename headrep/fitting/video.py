@@ -30,13 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HeadrepError
-from .io import read_video, video_info
+from headrep.errors import HeadrepError
+from headrep.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_images, read_image, read_video, video_info
 
 __all__ = ["Frames", "load_frames", "VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS", "IMAGE_FPS"]
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 #: frame rate given to image folders and single images (they have none)
 IMAGE_FPS = 25.0
 
@@ -93,10 +91,6 @@ def parse_slice(spec: str, what: str = "--frames") -> slice | int:
     return slice(*nums)
 
 
-def _natural_key(name: str):
-    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
-
-
 def _target_size(h: int, w: int, max_side: int | None) -> tuple[int, int, float]:
     """(new_h, new_w, scale) so that the long side is at most max_side (no upscaling)."""
     long_side = max(h, w)
@@ -140,20 +134,6 @@ def _resolve(frames: slice, step: int, count_fn) -> tuple[int, int | None]:
     return (0 if start is None else int(start)), (None if stop is None else int(stop))
 
 
-def _read_image(path: Path) -> np.ndarray:
-    """Read an image file as uint8 RGB [H,W,3] (EXIF orientation applied, alpha dropped, 16-bit scaled)."""
-    import cv2
-
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as exc:
-        raise HeadrepError(f"cannot read image {path}: {exc}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise HeadrepError(f"cannot read image {path}: not a readable image file")
-    return np.ascontiguousarray(image[:, :, ::-1])
-
-
 def _selection_text(frames: slice, stride: int) -> str:
     if frames == slice(None) and stride == 1:
         return ""
@@ -187,9 +167,7 @@ def load_frames(source: str | os.PathLike, frames: slice | None = None, stride: 
         raise HeadrepError(f"input {src} does not exist")
 
     if path.is_dir():
-        files = sorted((p for p in path.iterdir()
-                        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS),
-                       key=lambda p: _natural_key(p.name))
+        files = list_images(path)
         if not files:
             raise HeadrepError(f"folder {src} contains no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)})")
         start, stop = _resolve(sel, step, lambda: len(files))
@@ -200,7 +178,7 @@ def load_frames(source: str | os.PathLike, frames: slice | None = None, stride: 
         images, size, scale = [], None, 1.0
         first_file = None
         for i in keep:
-            img = _read_image(files[i])
+            img = read_image(files[i])
             if size is None:
                 first_file = files[i]
                 nh, nw, scale = _target_size(img.shape[0], img.shape[1], max_side)
@@ -217,7 +195,7 @@ def load_frames(source: str | os.PathLike, frames: slice | None = None, stride: 
         start, stop = _resolve(sel, step, lambda: 1)
         if 0 not in range(1)[start:stop:step]:
             raise HeadrepError(f"the selection{_selection_text(sel, stride)} keeps nothing of the single image {src}")
-        img = _read_image(path)
+        img = read_image(path)
         nh, nw, scale = _target_size(img.shape[0], img.shape[1], max_side)
         return Frames([_resize(img, nh, nw)], np.zeros(1, np.int64), IMAGE_FPS, (nh, nw), scale, src, "image")
 

@@ -86,7 +86,7 @@ def face_triangles(rep) -> torch.Tensor:
 
 def render_normals(rep, dyn: torch.Tensor, frames: np.ndarray, resolution: int, faces: torch.Tensor):
     """Normal maps [T,R,R,3] and masks of the rep's frames with D_dyn replaced by ``dyn`` [T,Nf,3]."""
-    from headrep.head import to_camera
+    from headrep.model.head import to_camera
     from headrep.render import get_context
     from headrep.render.maps import render_maps
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .paths import asset_path, cache_dir
+from headrep.paths import asset_path, cache_dir
 
 STANDIN_VERSION = 1
 STANDIN_FILENAME = f"SMPLX_STANDIN_v{STANDIN_VERSION}.npz"
@@ -37,26 +37,9 @@ STANDIN_FILENAME = f"SMPLX_STANDIN_v{STANDIN_VERSION}.npz"
 MP_SCALE = 0.01
 MP_OFFSET = np.array([0.0, 0.5734, 0.035])
 
-NUM_JOINTS = 55
-# SMPL-X's kinematic tree (parents of joints 0..54): body 0-21, jaw 22, eyes 23/24, left hand 25-39, right 40-54.
-SMPLX_PARENTS = np.array(
-    [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 15, 15, 15,
-     20, 25, 26, 20, 28, 29, 20, 31, 32, 20, 34, 35, 20, 37, 38,
-     21, 40, 41, 21, 43, 44, 21, 46, 47, 21, 49, 50, 21, 52, 53], dtype=np.int64)
-J_SPINE2, J_SPINE3, J_NECK, J_LCOLLAR, J_RCOLLAR, J_HEAD, J_LSHOULDER, J_RSHOULDER, J_JAW, J_LEYE, J_REYE = (
-    6, 9, 12, 13, 14, 15, 16, 17, 22, 23, 24)
-
-# MediaPipe -> iBUG-68 (REFERENCE.md: the most copied table with jaw ends 0/16 -> 127/356, brow ends -> 70/300).
-MP_TO_IBUG68 = np.array([
-    127, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 356,  # jaw 0-16
-    70, 63, 105, 66, 107, 336, 296, 334, 293, 300,                                      # brows 17-26
-    168, 197, 5, 4, 75, 97, 2, 326, 305,                                                # nose 27-35
-    33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,                          # eyes 36-47
-    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,                                # outer lips 48-59
-    78, 82, 13, 312, 308, 317, 14, 87], dtype=np.int64)                                 # inner lips 60-67
-# Eye contours (MediaPipe), used for iris embedding and eye joints. Right = subject's right (x < 0).
-MP_RIGHT_EYE = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]
-MP_LEFT_EYE = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]
+from headrep.model.constants import (  # noqa: E402  (re-exported: the stand-in's own tables)
+    J_HEAD, J_JAW, J_LCOLLAR, J_LEYE, J_LSHOULDER, J_NECK, J_RCOLLAR, J_REYE, J_RSHOULDER, J_SPINE2, J_SPINE3,
+    MP_LEFT_EYE, MP_RIGHT_EYE, MP_TO_IBUG68, NUM_JOINTS, SMPLX_PARENTS)
 
 # The 21 vertex-joints smplx adds, in VertexJointSelector's order of keys.
 VERTEX_JOINT_KEYS = ["nose", "reye", "leye", "rear", "lear", "LBigToe", "LSmallToe", "LHeel", "RBigToe",
@@ -701,7 +684,7 @@ def build_standin_arrays() -> dict[str, np.ndarray]:
 
 def write_standin(path: Path) -> Path:
     """Generate the stand-in and write it atomically to `path`."""
-    from .io import write_npz
+    from headrep.io import write_npz
 
     return write_npz(path, **build_standin_arrays())
 

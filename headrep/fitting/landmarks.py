@@ -33,15 +33,14 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from .errors import HeadrepError
-from .io import write_npz
-from .standin import MP_TO_IBUG68
-from .video import Frames
+from headrep.errors import HeadrepError
+from headrep.io import crop_image, write_npz
+from headrep.model.constants import MP_TO_IBUG68, NUM_MP_POINTS as NUM_POINTS
+from headrep.fitting.video import Frames
 
 __all__ = ["NUM_POINTS", "Detection", "FaceDetector", "MediaPipeDetector", "FaceTrack", "track_faces",
            "crop_image", "smooth_boxes"]
 
-NUM_POINTS = 478
 TRACK_FORMAT = 1
 # MediaPipe face-mesh indices used for the face's up direction: chin bottom and forehead top.
 _MP_CHIN, _MP_FOREHEAD = 152, 10
@@ -295,31 +294,6 @@ def smooth_boxes(centre: np.ndarray, side: np.ndarray, tight: np.ndarray, valid:
     return np.column_stack([c[:, 0] - s / 2, c[:, 1] - s / 2, s])
 
 
-def crop_image(image: np.ndarray, box, resolution: int) -> np.ndarray:
-    """Crop ``image`` to the square ``box`` = (x0, y0, side) and resize to resolution², exactly following
-    ``crop_xy = (image_xy − (x0, y0)) · resolution / side`` (pixel-index coordinates); outside: black."""
-    import cv2
-
-    x0, y0, side = (float(v) for v in box)
-    r = int(resolution)
-    s = r / side
-    if s >= 0.75:  # mild or no downscale: one bilinear warp
-        m = np.array([[s, 0.0, -s * x0], [0.0, s, -s * y0]])
-        return cv2.warpAffine(image, m, (r, r), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                              borderValue=(0, 0, 0))
-    # strong downscale: warp exactly to an integer multiple (m·r)² first, then average m×m blocks (INTER_AREA).
-    # Block u of the result averages intermediate pixels m·u .. m·u+m−1, centred at (u + 0.5)·m − 0.5; the
-    # intermediate warp maps x' = (x − x0 + 0.5·side/r)·k − 0.5 with k = m·r/side, so u ↔ x = u·side/r + x0.
-    mult = int(math.ceil(side / r))
-    n = mult * r
-    k = n / side
-    off = 0.5 * side / r
-    m = np.array([[k, 0.0, k * (off - x0) - 0.5], [0.0, k, k * (off - y0) - 0.5]])
-    big = cv2.warpAffine(image, m, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=(0, 0, 0))
-    return cv2.resize(big, (r, r), interpolation=cv2.INTER_AREA)
-
-
 def _auto_window(frames: Frames) -> int:
     """~0.3 s of source time, in kept frames (odd, >= 1); 1 for a single image."""
     if frames.kind == "image" or len(frames) < 3:
@@ -354,7 +328,7 @@ def track_faces(frames: Frames, detector: FaceDetector | None = None, resolution
     Raises HeadrepError when no frame has a face ("no face found in any of the N frames of X"). Warns once
     (UserWarning) when some frames had several faces (the largest is used).
     """
-    from tqdm import tqdm
+    from headrep.io import progress as progress_bar
 
     t_count = len(frames)
     if t_count == 0:
@@ -369,8 +343,7 @@ def track_faces(frames: Frames, detector: FaceDetector | None = None, resolution
     valid = np.zeros(t_count, bool)
     num_faces = np.zeros(t_count, np.int64)
     try:
-        bar = tqdm(frames.images, total=t_count, desc="landmarks", unit="frame", file=sys.stderr,
-                   disable=not progress, leave=False)
+        bar = progress_bar(frames.images, t_count, "landmarks", "frame", enabled=progress, leave=False)
         for i, image in enumerate(bar):
             faces = list(detector.detect(image))
             num_faces[i] = len(faces)

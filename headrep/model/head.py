@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .body import BodyModel, skin
-from .topology import DenseTopology, build_dense_topology, submesh
+from headrep.model.body import BodyModel, skin
+from headrep.model.topology import DenseTopology, build_dense_topology, submesh
 
 
 # Model space is SMPL-X's (y up, z toward the viewer); camera space is OpenCV's (y down, z away from the

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import HeadrepError
+from headrep.errors import HeadrepError
+from headrep.model.constants import NUM_MP_FACE, NUM_MP_POINTS
 
 __all__ = [
     "Targets", "TargetEstimator", "MediaPipeMeshTargets", "NetworkTargets", "make_estimator",
@@ -44,8 +45,6 @@ MP_RIGHT_EYE_LOOP = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 15
 MP_LEFT_EYE_LOOP = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
 _EXCLUDE_LOOPS = {"eyes": (MP_RIGHT_EYE_LOOP, MP_LEFT_EYE_LOOP), "mouth": (MP_LIPS_INNER,)}
 
-NUM_MP_POINTS = 478
-NUM_MP_FACE = 468
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -123,14 +122,12 @@ def _check_inputs(crops, points, valid, need_crops: bool = True, need_points: bo
 
 
 def _progress(total: int, desc: str, enable, automatic_from: int = 3):
-    """A tqdm bar on stderr, or None: ``enable`` None shows it from ``automatic_from`` frames on."""
+    """headrep.io.progress on stderr, or None: ``enable`` None shows it from ``automatic_from`` frames on."""
     if enable is False or total < 1 or (enable is None and total < automatic_from):
         return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return None
-    return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, leave=False)
+    from headrep.io import progress
+
+    return progress(None, total, desc, "frame", leave=False)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -149,7 +146,7 @@ def _closing_triangles(tri: np.ndarray, loops) -> np.ndarray:
 
 def _mediapipe_triangles() -> np.ndarray:
     """The canonical 898 triangles, wound so that a face looking at an OpenCV camera has normals n_z < 0."""
-    from .standin import canonical_face
+    from headrep.model.standin import canonical_face
 
     v, tri = canonical_face()  # model space: y up, z toward the viewer
     cam = np.stack([v[:, 0], -v[:, 1], -v[:, 2]], 1)  # the face seen from the front by an OpenCV camera
@@ -245,7 +242,7 @@ class MediaPipeMeshTargets:
     @property
     def ctx(self):
         if self._ctx is None:
-            from .render import get_context
+            from headrep.render import get_context
 
             self._ctx = get_context(self._device)
         return self._ctx
@@ -253,7 +250,7 @@ class MediaPipeMeshTargets:
     def camera(self, size: int, window=None):
         """The far pinhole camera the mesh is rendered with (f = D = distance_factor * size); ``window``
         (x0, y0, x1, y1), inclusive pixel bounds, gives the camera of that sub-image of the crop."""
-        from .render import PinholeCamera
+        from headrep.render import PinholeCamera
 
         D = self.distance_factor * size
         c = (size - 1) / 2.0
@@ -286,8 +283,8 @@ class MediaPipeMeshTargets:
     def render(self, points: np.ndarray, size: int, window=None):
         """(normal [B,h,w,3], depth [B,h,w], mask [B,h,w] bool) torch tensors for B frames of finite points,
         for the crop (h = w = size) or, with ``window`` = (x0, y0, x1, y1), that part of it."""
-        from .meshops import vertex_normals
-        from .render import interpolate, rasterize
+        from headrep.model.meshops import vertex_normals
+        from headrep.render import interpolate, rasterize
 
         ctx = self.ctx
         dev = getattr(ctx, "device", torch.device("cpu"))

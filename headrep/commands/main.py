@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import run_cli
+from headrep.devices import DEVICE_CHOICES, DEVICE_HELP
+from headrep.errors import HeadrepError, run_cli
 
-DEVICE_HELP = "compute device: auto (CUDA when present, else CPU), cpu, or cuda"
 
 
 def _add_samples(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def _add_samples(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_samples(args: argparse.Namespace) -> int:
-    from . import samples
+    from headrep import samples
 
     paths = samples.fetch_samples(dest=args.dest, force=args.force)
     for name, path in paths.items():
@@ -53,13 +53,13 @@ def _add_render_model(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", type=int, default=512, help="image size in pixels (square), default 512")
     p.add_argument("--subdiv", type=int, default=1, choices=[0, 1, 2], help="dense upsampling levels, default 1")
     p.add_argument("--frames", type=int, default=48, help="turntable frames, default 48")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty OUT")
     p.set_defaults(func=_run_render_model)
 
 
 def _run_render_model(args: argparse.Namespace) -> int:
-    from . import render_model
+    from headrep.commands import render_model
 
     render_model.run(model=args.model, out=args.out, resolution=args.resolution, subdiv=args.subdiv,
                      frames=args.frames, device=args.device, overwrite=args.overwrite)
@@ -96,16 +96,16 @@ def _add_rep_render(sub: argparse._SubParsersAction) -> None:
                    help="output folder (default REP/renders; must be empty or new unless --overwrite)")
     p.add_argument("--resolution", type=int, default=None, metavar="R",
                    help="square image size in pixels (default: the rep's fitting resolution)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help=DEVICE_HELP)
     p.add_argument("--model", type=Path, default=None, metavar="NPZ", help=REP_MODEL_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty DIR")
     p.set_defaults(func=_run_rep_render)
 
 
 def _run_rep_render(args: argparse.Namespace) -> int:
-    from . import rep_render
+    from headrep.rep import outputs
 
-    rep_render.run_render(args.rep, out=args.out, resolution=args.resolution, device=args.device,
+    outputs.render_rep(args.rep, out=args.out, resolution=args.resolution, device=args.device,
                           overwrite=args.overwrite, model=args.model)
     return 0
 
@@ -145,9 +145,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from . import rep_render
+    from headrep.rep import outputs
 
-    rep_render.run_export(args.rep, args.out, fmt=args.fmt, frames=args.frames, space=args.space,
+    outputs.export_rep(args.rep, args.out, fmt=args.fmt, frames=args.frames, space=args.space,
                           neutral=args.neutral, overwrite=args.overwrite, model=args.model)
     return 0
 
@@ -169,62 +169,19 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from . import rep_render
+    from headrep.rep import outputs
 
-    rep_render.run_info(args.rep, model=args.model)
+    from headrep.rep import HeadRep, describe, resolve_model
+
+    rep = HeadRep.load(args.rep, build=False)
+    text = describe(rep)
+    try:
+        mpath = resolve_model(rep.meta, args.model, f"HeadRep {args.rep}")
+        text += f"\n  model check   OK: {mpath} matches the recorded sha256"
+    except HeadrepError as exc:
+        text += f"\n  model check   FAILED: {exc}"
+    print(text)
     return 0
-
-
-def _add_fit(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "fit",
-        help="fit a personalised dense head to a face video (writes a HeadRep folder)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Fit the dense head (SMPL-X-format model upsampled by U, plus a static offset field for identity\n"
-            "detail and per-frame dynamic offsets for expression detail in the face) to a monocular face video.\n\n"
-            "Pipeline: decode -> MediaPipe 478 landmarks and a stable square crop per frame -> dense normal and\n"
-            "depth targets (default: rendered from MediaPipe's per-frame face mesh; --estimator loads your own\n"
-            "TorchScript/ONNX network) -> stage 1 (shape, pose, jaw, expression, focal on landmarks) -> stage 2\n"
-            "(offsets on rendered normals + depth + landmarks). Frames without a face are marked invalid and\n"
-            "their parameters interpolated.\n\n"
-            "INPUT is a video (mp4/mov/avi/mkv/webm), a folder of images, or one image."
-        ),
-        epilog=(
-            "examples:\n"
-            "  headrep fit ~/.cache/headrep/samples/WolfgangLanger_Pexels.mp4 -o out/wolfgang --frames 0:96\n"
-            "  headrep fit clip.mp4 -o out/clip --model SMPLX_NEUTRAL.npz --resolution 512 --subdiv 2\n"
-            "  headrep fit clip.mp4 -o out/clip --resume          # after an interruption\n"
-            "then: headrep render OUT, headrep export OUT --format ply -o meshes/, headrep info OUT"
-        ),
-    )
-    p.add_argument("video", metavar="INPUT", type=Path, help="video file, image folder or image")
-    p.add_argument("-o", "--out", type=Path, required=True, help="output HeadRep folder")
-    p.add_argument("--model", type=Path, default=None,
-                   help="SMPL-X-format .npz (e.g. SMPLX_NEUTRAL.npz); default: the procedural stand-in")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
-    p.add_argument("--frames", default=None, metavar="A:B",
-                   help="source frame range, Python slice semantics (e.g. 0:100); default: all")
-    p.add_argument("--stride", type=int, default=1, help="keep every K-th frame (default 1)")
-    p.add_argument("--resolution", type=int, default=256, choices=[256, 512], help="crop/render size (default 256)")
-    p.add_argument("--subdiv", type=int, default=1, choices=[0, 1, 2], help="dense upsampling levels (default 1)")
-    p.add_argument("--estimator", default=None, metavar="PATH",
-                   help="TorchScript (.pt/.ts) or ONNX (.onnx) normal/depth network; default: MediaPipe mesh targets")
-    p.add_argument("--no-offsets", action="store_true",
-                   help="fit without D_static/D_dyn (the SMPL-X-only ablation)")
-    p.add_argument("--coarse-steps", type=int, default=300, help="stage 1 optimisation steps (default 300)")
-    p.add_argument("--detail-epochs", type=int, default=12, help="stage 2 passes over the clip (default 12)")
-    p.add_argument("--window", type=int, default=8, help="consecutive frames per stage-2 step (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="random seed, recorded in the rep (default 0)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted fit in OUT")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
-    p.set_defaults(func=_run_fit)
-
-
-def _run_fit(args: argparse.Namespace) -> int:
-    from . import fit_cli
-
-    return fit_cli.run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_samples(sub)
-    _add_fit(sub)
+    from headrep.commands import fit
+
+    fit.add_parser(sub)
     _add_render_model(sub)
     _add_rep_render(sub)
     _add_export(sub)

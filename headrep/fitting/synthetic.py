@@ -8,14 +8,16 @@ then compare the fitted dense meshes with the truth.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
 
-from .body import BodyModel
-from .head import DenseHead, to_camera
-from .render import get_context
-from .render.maps import PinholeCamera, render_maps
+from headrep.model import NUM_MP_POINTS, BodyModel, DenseHead, to_camera
+from headrep.rep import HeadRep
+from headrep.render import get_context
+from headrep.render.maps import PinholeCamera, render_maps
 
 
 
@@ -68,7 +70,7 @@ def _smooth_track(T: int, k: int, g: torch.Generator) -> torch.Tensor:
 def smooth_field(head: DenseHead, centres: np.ndarray, sigma: float, amplitude: np.ndarray,
                  canonical: torch.Tensor) -> torch.Tensor:
     """Sum of Gaussian bumps along the outward normals of the canonical dense mesh, [Nd,3] metres."""
-    from .meshops import vertex_normals
+    from headrep.model.meshops import vertex_normals
 
     n = vertex_normals(canonical, head.faces_t.long())
     d2 = ((canonical[:, None] - torch.as_tensor(centres, dtype=canonical.dtype)[None]) ** 2).sum(-1)
@@ -78,7 +80,7 @@ def smooth_field(head: DenseHead, centres: np.ndarray, sigma: float, amplitude: 
 
 def wrinkles(head: DenseHead, canonical: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
     """Forehead wrinkles: a sinusoid across the forehead along the normals, amplitude per frame [T] (metres)."""
-    from .meshops import vertex_normals
+    from headrep.model.meshops import vertex_normals
 
     n = vertex_normals(canonical, head.faces_t.long())
     y = canonical[:, 1]
@@ -153,7 +155,7 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
                                       resolution, resolution, near=0.05, far=20.0))
         maps = render_maps(ctx, verts_cam, head.faces_t, cams, antialias=False)
         # targets only on the face (like the MediaPipe-mesh estimator)
-        from . import render as R
+        from headrep import render as R
 
         pos = torch.stack([cams[t].to_clip(verts_cam[t]) for t in range(T)])
         rast, _ = R.rasterize(ctx, pos, head.faces_t, (resolution, resolution))
@@ -204,3 +206,91 @@ def face_errors_mm(pred_cam: torch.Tensor, truth_cam: torch.Tensor, face_mask) -
     p, t = pred_cam[:, m].double(), truth_cam[:, m].double()
     return {"absolute_mm": float((p - t).norm(dim=-1).mean() * 1e3),
             "aligned_mm": float((similarity_align(p, t) - t).norm(dim=-1).mean() * 1e3)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# synthetic reps (tests, notebooks): plausible parameters without fitting
+
+
+def make_synthetic_rep(body, head, T: int = 5, seed: int = 0, resolution: int = 256,
+                       image_size: tuple[int, int] = (480, 640), focal: float | None = None,
+                       source_path: str | Path | None = None, fps: float = 25.0, invalid: Iterable[int] = (),
+                       frame_indices: Iterable[int] | None = None, landmarks: bool = True) -> HeadRep:
+    """A plausible HeadRep without fitting: random small expression / jaw / neck / global rotation, the head
+    ~0.8 m in front of the camera (wandering a few cm), each crop box framing the face, smooth small static
+    and dynamic offsets (≤ ~2 mm), and "detected" landmarks = the model's MediaPipe points projected into the
+    crop plus ~1 px noise (NaN on ``invalid`` positions, which are also marked invalid).
+
+    ``source_path``: a video to record as the source (its frames should be ``image_size`` = [H, W]); default
+    a placeholder "synthetic" path that does not exist.
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    rng = np.random.default_rng(int(seed))
+    dt = body.dtype
+    H, W = (int(v) for v in image_size)
+    focal = float(focal) if focal is not None else 1.1 * max(H, W)
+    principal = np.array([(W - 1) / 2.0, (H - 1) / 2.0])
+    p = body.zero_params(T)
+    betas = 0.5 * torch.randn(body.num_betas, generator=g, dtype=dt)
+    expr = 0.4 * torch.randn(T, body.num_expression, generator=g, dtype=dt)
+    pose = p["pose"]
+    pose[:, 0] = 0.04 * torch.randn(T, 3, generator=g, dtype=dt)                   # global orientation
+    pose[:, 12] = 0.06 * torch.randn(T, 3, generator=g, dtype=dt)                  # neck
+    pose[:, 15] = 0.06 * torch.randn(T, 3, generator=g, dtype=dt)                  # head
+    pose[:, 22, 0] = 0.2 * torch.rand(T, generator=g, dtype=dt)                    # jaw open
+    Nd = head.num_vertices
+    fv = np.nonzero(np.asarray(head.face_mask))[0]
+    fm = torch.as_tensor(fv)
+    with torch.no_grad():
+        rest = head(betas[None], expr[:1] * 0, pose[:1] * 0).vertices[0]
+    # smooth offset fields from the rest positions
+    ph = torch.as_tensor(rng.uniform(0, 2 * np.pi, size=(3, 3)), dtype=dt)
+    static = 0.0015 * torch.sin(40.0 * rest[:, [1, 2, 0]] + ph[0])
+    static = static.to(dt)
+    tt = torch.arange(T, dtype=dt)[:, None, None]
+    dyn = 0.001 * torch.sin(60.0 * rest[fm][None, :, [2, 0, 1]] + ph[1] + 0.7 * tt)
+    with torch.no_grad():
+        out = head(betas[None], expr, pose, static_offsets=static, dynamic_offsets=_scatter(dyn, fm, Nd))
+    centre = out.vertices[:, fm].mean(1)                                              # [T,3] face centre
+    wander = torch.as_tensor(rng.normal(0, 0.02, size=(T, 3)), dtype=dt)
+    target = torch.tensor([0.0, 0.0, -0.8], dtype=dt) + wander                        # model axes
+    transl = target - centre
+    verts_cam = to_camera(out.vertices + transl[:, None])
+    face_cam = verts_cam[:, fm].double().numpy()
+    u = focal * face_cam[..., 0] / face_cam[..., 2] + principal[0]
+    v = focal * face_cam[..., 1] / face_cam[..., 2] + principal[1]
+    cx, cy = 0.5 * (u.min(1) + u.max(1)), 0.5 * (v.min(1) + v.max(1))
+    side = 1.6 * np.maximum(u.max(1) - u.min(1), v.max(1) - v.min(1))
+    boxes = np.stack([cx - side / 2, cy - side / 2, side], 1)
+    invalid = sorted(int(i) % T for i in invalid) if T else []
+    valid = np.ones(T, np.uint8)
+    valid[invalid] = 0
+    tensors = {"betas": betas, "expression": expr, "pose": pose, "transl": transl, "focal": [focal],
+               "principal": principal, "boxes": boxes, "static_offsets": static, "dynamic_offsets": dyn,
+               "face_vertices": fv, "valid": valid,
+               "frame_indices": np.arange(T) if frame_indices is None else np.asarray(list(frame_indices))}
+    if landmarks and body.mp478 is not None:
+        with torch.no_grad():
+            posed = body(betas[None], expr, pose, transl=transl).vertices
+            # one frame at a time: BodyModel.landmarks_mp478 fails for batches > 1 (expand + view in smplx)
+            mp = torch.cat([body.landmarks_mp478(posed[i:i + 1]) for i in range(T)], 0)
+            mp = to_camera(mp).double().numpy()
+        s = resolution / side
+        lu = (focal * mp[..., 0] / mp[..., 2] + principal[0] - boxes[:, None, 0]) * s[:, None]
+        lv = (focal * mp[..., 1] / mp[..., 2] + principal[1] - boxes[:, None, 1]) * s[:, None]
+        lz = (mp[..., 2] - mp[..., 2].mean(1, keepdims=True)) * focal * s[:, None]
+        lm = np.stack([lu, lv, lz], -1) + rng.normal(0, 1.0, size=(T, NUM_MP_POINTS, 3)) * np.array([1, 1, 0])
+        lm[invalid] = np.nan
+        tensors["landmarks"] = lm.astype(np.float32)
+    source = {"path": str(source_path) if source_path is not None else "synthetic (no source video)",
+              "kind": "video" if source_path is not None else "synthetic", "fps": float(fps),
+              "image_size": [H, W], "scale": 1.0,
+              "num_frames": int(tensors["frame_indices"][-1]) + 1 if T else 0}
+    fit = {"synthetic": True, "seed": int(seed), "stats": {"note": "synthetic rep, not fitted"}}
+    return HeadRep.create(body, head, tensors, source, resolution, fit)
+
+
+def _scatter(compact: torch.Tensor, idx: torch.Tensor, n: int) -> torch.Tensor:
+    out = compact.new_zeros(compact.shape[0], n, 3)
+    out[:, idx] = compact
+    return out

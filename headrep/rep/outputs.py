@@ -1,10 +1,10 @@
-"""`headrep render`, `headrep export` and `headrep info`: the commands that read a HeadRep folder.
+"""What `headrep render` and `headrep export` write from a HeadRep folder (library functions; the commands
+only parse arguments).
 
 * render: per-frame normal / depth maps in each frame's crop camera as videos (normal.mp4, depth.mp4), the
   lossless depth (depth.npz) and overlay.mp4 (the shaded mesh over the input crop, detected landmarks in
   green, the model's projected iBUG-68 landmarks in red, invalid frames framed in red).
 * export: per-frame meshes (PLY / OBJ) in camera or model space, optionally the neutral head.
-* info: :meth:`headrep.rep.HeadRep.summary`.
 
 Every output folder is written into a temporary sibling and moved into place at the end (headrep.io.atomic_dir),
 so an interrupted run leaves nothing half-written.
@@ -23,145 +23,24 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .errors import HeadrepError
-from .io import progress
+from headrep.errors import HeadrepError
+from headrep.io import progress
+from headrep.rep.sources import source_crops
 
 OVERLAY_ALPHA = 0.6
 SHADE_RGB = np.array([0.80, 0.85, 0.95], dtype=np.float32)   # light blue-grey clay
 DETECTED_RGB = (0, 255, 0)
 MODEL_RGB = (255, 0, 0)
 INVALID_RGB = (255, 0, 0)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # what `headrep fit` reads
 
 
 def _load(rep_path: Path, model: Path | None):
-    from .rep import HeadRep
+    from headrep.rep.format import HeadRep
 
     rep = HeadRep.load(rep_path, model=model)
     if rep.is_standin:
         print("headrep: this rep was fitted with the procedural STAND-IN model (not SMPL-X)", file=sys.stderr)
     return rep
-
-
-# ----------------------------------------------------------------------------------------------------------
-# source frames
-
-
-def _crop_fn():
-    """The fit's own crop (headrep.landmarks.crop_image) when available, else the same similarity warp."""
-    try:
-        from .landmarks import crop_image
-
-        return crop_image
-    except ImportError:  # pragma: no cover - the fit's modules are part of the project
-        import cv2
-
-        def crop_image(image, box, resolution):
-            x0, y0, side = (float(v) for v in box)
-            s = int(resolution) / side
-            m = np.array([[s, 0.0, -s * x0], [0.0, s, -s * y0]])
-            return cv2.warpAffine(image, m, (int(resolution),) * 2, flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-
-        return crop_image
-
-
-def _image_files(folder: Path) -> list[Path]:
-    """A folder's images in the order `headrep fit` reads them (natural name order, hidden files skipped)."""
-    import re
-
-    def key(name: str):
-        return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
-
-    return sorted((p for p in folder.iterdir()
-                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES),
-                  key=lambda p: key(p.name))
-
-
-def _read_image(path: Path) -> np.ndarray:
-    try:
-        from .video import _read_image as read  # EXIF orientation etc., as the fit reads it
-
-        return read(path)
-    except ImportError:  # pragma: no cover
-        from PIL import Image
-
-        return np.asarray(Image.open(path).convert("RGB"))
-
-
-def _source_crops(rep, R: int, notes: list[str]) -> Iterator[np.ndarray | None]:
-    """Yield, for each rep frame t, the input crop (uint8 [R,R,3]) or None where the source is unavailable.
-
-    Re-reads the recorded source the way the fit loaded it (a video, a folder of images in natural name order,
-    or one image; resized to the recorded loaded size ``image_size`` with INTER_AREA when the fit downscaled
-    it), then crops each frame with its recorded box by the fit's similarity transform
-    ``crop_xy = (xy - (x0, y0)) * R / side``. Problems are appended to ``notes``; affected frames are None.
-    """
-    import cv2
-
-    T = rep.num_frames
-    src = rep.source
-    raw = src.get("path")
-    path = Path(raw) if raw else None
-    if path is not None and not path.is_absolute() and rep.path is not None and not path.exists():
-        path = rep.path / path
-    if src.get("kind") == "driven":
-        notes.append("a driven rep (transfer drive) has no source video; the overlay shows the model on black")
-        yield from (None for _ in range(T))
-        return
-    if path is None or not path.exists():
-        notes.append(f"source {raw} is missing; the overlay shows the model on black")
-        yield from (None for _ in range(T))
-        return
-    frames = rep.frames
-    size = rep.image_size
-    crop_image = _crop_fn()
-
-    def crop(t: int, frame: np.ndarray) -> np.ndarray:
-        if size is not None and frame.shape[:2] != tuple(size):
-            if abs(frame.shape[0] / size[0] - frame.shape[1] / size[1]) > 0.02 * frame.shape[1] / size[1]:
-                if not any("aspect" in n for n in notes):
-                    notes.append(f"source frames are {frame.shape[1]}x{frame.shape[0]} but the rep records "
-                                 f"{size[1]}x{size[0]} (another aspect ratio): is this the right source?")
-            frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-        return crop_image(np.ascontiguousarray(frame), rep.boxes[t], R)
-
-    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
-        files = _image_files(path) if path.is_dir() else [path]
-        for t in range(T):
-            i = int(frames[t])
-            if i >= len(files):
-                if not any("images" in n for n in notes):
-                    notes.append(f"source {path} has only {len(files)} image(s); later frames are on black")
-                yield None
-                continue
-            try:
-                yield crop(t, _read_image(files[i]))
-            except HeadrepError as exc:
-                notes.append(str(exc))
-                yield None
-        return
-
-    from .io import read_video
-
-    t = 0
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            for index, frame in read_video(path, start=int(frames[0]), stop=int(frames[-1]) + 1):
-                if t < T and frames[t] == index:  # frame indices are strictly increasing
-                    yield crop(t, frame)
-                    t += 1
-            for w in caught:
-                notes.append(str(w.message))
-    except HeadrepError as exc:
-        notes.append(f"cannot read source {path}: {exc}")
-    if t < T:
-        notes.append(f"source {path} ended before source frame {int(frames[t])}; "
-                     f"{T - t} overlay frame(s) are on black")
-    while t < T:
-        yield None
-        t += 1
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -216,12 +95,12 @@ def overlay_frame(crop: np.ndarray | None, maps: dict, detected: np.ndarray | No
 # render
 
 
-def run_render(rep_path: Path, out: Path | None = None, resolution: int | None = None, device: str = "auto",
+def render_rep(rep_path: Path, out: Path | None = None, resolution: int | None = None, device: str = "auto",
                overwrite: bool = False, model: Path | None = None) -> Path:
     """`headrep render`: normal.mp4, depth.mp4, depth.npz, overlay.mp4 and render.json in OUT."""
-    from .io import atomic_dir, check_output_dir, write_npz, write_video
-    from .render import get_context
-    from .render.maps import encode_depth, encode_normals
+    from headrep.io import atomic_dir, check_output_dir, write_npz, write_video
+    from headrep.render import get_context
+    from headrep.render.maps import encode_depth, encode_normals
 
     t0 = time.perf_counter()
     rep_path = Path(rep_path)
@@ -250,7 +129,7 @@ def run_render(rep_path: Path, out: Path | None = None, resolution: int | None =
         mask = mm("mask", np.float32, (T, R, R))
         intrinsics = np.zeros((T, 4), np.float64)
         near, far = np.inf, -np.inf
-        crops = _source_crops(rep, R, notes)
+        crops = source_crops(rep, R, notes)
         valid = rep.valid
         frames = rep.frames
         for t in progress(range(T), T, "render"):
@@ -320,9 +199,9 @@ def run_render(rep_path: Path, out: Path | None = None, resolution: int | None =
 # export
 
 
-def parse_frames(spec: str | None, T: int) -> np.ndarray:
+def parse_positions(spec: str | None, T: int) -> np.ndarray:
     """Positions selected by "A:B" / "A:B:C" / "A" (0-based positions in the rep, Python slice semantics)."""
-    from .video import parse_slice
+    from headrep.fitting.video import parse_slice
 
     if spec is None or spec.strip() in ("", ":"):
         return np.arange(T)
@@ -337,10 +216,10 @@ def parse_frames(spec: str | None, T: int) -> np.ndarray:
     return sel
 
 
-def run_export(rep_path: Path, out: Path, fmt: str = "ply", frames: str | None = None, space: str = "camera",
+def export_rep(rep_path: Path, out: Path, fmt: str = "ply", frames: str | None = None, space: str = "camera",
                neutral: bool = False, overwrite: bool = False, model: Path | None = None) -> Path:
     """`headrep export`: frame_NNNNNN.<fmt> per selected frame (NNNNNN = source frame index)."""
-    from .io import atomic_dir, check_output_dir
+    from headrep.io import atomic_dir, check_output_dir
 
     fmt = fmt.lower()
     if fmt not in ("ply", "obj"):
@@ -349,7 +228,7 @@ def run_export(rep_path: Path, out: Path, fmt: str = "ply", frames: str | None =
         raise HeadrepError(f"--space must be camera or model, got {space!r}")
     t0 = time.perf_counter()
     rep = _load(Path(rep_path), model)
-    sel = parse_frames(frames, rep.num_frames)
+    sel = parse_positions(frames, rep.num_frames)
     out = check_output_dir(Path(out), overwrite)
     fidx = rep.frames
     listing = []
@@ -358,10 +237,8 @@ def run_export(rep_path: Path, out: Path, fmt: str = "ply", frames: str | None =
             chunk = sel[k:k + 16]
             verts = rep.vertices(chunk, space=space)
             for j, t in enumerate(chunk):
-                from .rep import _trimesh
-
                 name = f"frame_{int(fidx[t]):06d}.{fmt}"
-                _trimesh(verts[j], rep.head.faces).export(tmp / name, file_type=fmt)
+                rep.to_mesh(verts[j]).export(tmp / name, file_type=fmt)
                 listing.append({"file": name, "position": int(t), "frame_index": int(fidx[t]),
                                 "valid": bool(rep.valid[t])})
         if neutral:
@@ -375,22 +252,3 @@ def run_export(rep_path: Path, out: Path, fmt: str = "ply", frames: str | None =
     print(f"wrote {out}/: {len(sel)} {fmt.upper()} mesh(es){' + neutral' if neutral else ''} "
           f"in {space} space in {time.perf_counter() - t0:.1f} s")
     return out
-
-
-# ----------------------------------------------------------------------------------------------------------
-# info
-
-
-def run_info(rep_path: Path, model: Path | None = None) -> str:
-    """`headrep info`: the summary, plus whether the model file needed to use the rep is at hand."""
-    from .rep import HeadRep, resolve_model
-
-    rep = HeadRep.load(Path(rep_path), build=False)
-    text = rep.summary()
-    try:
-        mpath = resolve_model(rep.meta, model, f"HeadRep {rep_path}")
-        text += f"\n  model check   OK: {mpath} matches the recorded sha256"
-    except HeadrepError as exc:
-        text += f"\n  model check   FAILED: {exc}"
-    print(text)
-    return text

@@ -1,0 +1,187 @@
+"""Stage 2 (detail): the upsampled dense mesh with D_static (shared; initialised non-zero outside the face)
+and per-frame D_dyn,t (face only), on rendered maps against what the video gives plus landmarks; magnitude and
+Laplacian penalties on the offsets (L·D, never L·V) and the minimal-magnitude penalty on D_dyn that pushes
+what all frames share into D_static. Frames go in windows of consecutive frames; per-frame unknowns have their
+own Adam state (`RowAdam`) so a frame is only updated when its window is optimised.
+
+The loss is a sum of named terms (:data:`TERMS`): each is one function of a :class:`Step` and one weight in
+FitConfig (``w_<name>``). Adding a term is adding one function and one weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from headrep.fitting import losses
+from headrep.fitting.coarse import priors, smoothness
+from headrep.fitting.params import POSE_AND_EXPRESSION, RowAdam
+from headrep.io import progress as progress_bar
+from headrep.model import to_camera
+
+
+@dataclass
+class Step:
+    """One detail step over frames ``idx``: the unknowns' view ``p``, the posed dense mesh and its renders."""
+
+    fitter: object
+    idx: torch.Tensor
+    p: dict
+    verts: torch.Tensor          # [B,Nd,3] model space
+    pose: torch.Tensor
+    valid: torch.Tensor          # [B] bool
+    maps: dict = field(default_factory=dict)
+
+    @property
+    def cfg(self):
+        return self.fitter.cfg
+
+
+# --- data terms -------------------------------------------------------------------------------------------
+def term_normal(s: Step) -> torch.Tensor:
+    """1 − cos to the dense normal targets (outliers rejected), on the target ∩ render mask."""
+    from headrep.fitting.targets import normal_loss
+
+    tg, i = s.fitter.targets, s.idx.numpy()
+    tmask = torch.as_tensor(tg.mask[i]) & (s.maps["mask"] > 0.5) & s.valid[:, None, None]
+    return normal_loss(s.maps["normal"], torch.as_tensor(tg.normal[i]), tmask).mean()
+
+
+def term_depth(s: Step) -> torch.Tensor:
+    """Scale-and-shift-invariant depth error to the dense depth targets."""
+    from headrep.fitting.targets import scale_shift_invariant_depth_error
+
+    tg, i = s.fitter.targets, s.idx.numpy()
+    if not getattr(tg, "has_depth", True):
+        return torch.zeros(())
+    tmask = torch.as_tensor(tg.mask[i]) & (s.maps["mask"] > 0.5) & s.valid[:, None, None]
+    per_frame, _ = scale_shift_invariant_depth_error(s.maps["depth"], torch.as_tensor(tg.depth[i]), tmask)
+    return per_frame[s.valid].sum() / max(int(s.valid.sum()), 1)
+
+
+def term_landmarks_detail(s: Step) -> torch.Tensor:
+    sc = s.fitter.scene
+    lmk = sc.dense_landmarks(s.verts, s.pose, s.p["focal"])
+    return losses.landmark_loss(lmk, sc.det_full[s.idx], sc.iod[s.idx], sc.lmk.weights, s.valid)
+
+
+# --- offset regularisers (offsets in mm so the weights are O(1) numbers) ----------------------------------
+def term_static_mag(s: Step) -> torch.Tensor:
+    return losses.offset_magnitude(1e3 * s.p["static"], s.fitter.static_weight)
+
+
+def term_static_lap(s: Step) -> torch.Tensor:
+    return losses.offset_laplacian(s.fitter.L, 1e3 * s.p["static"])
+
+
+def term_dyn_mag(s: Step) -> torch.Tensor:
+    d = 1e3 * s.p["dynamic"]
+    return losses.offset_magnitude(d) if s.cfg.dyn_penalty == "l2" else losses.offset_norm(d)
+
+
+def term_dyn_lap(s: Step) -> torch.Tensor:
+    return losses.offset_laplacian(s.fitter.L_face, 1e3 * s.p["dynamic"])
+
+
+def term_dyn_smooth(s: Step) -> torch.Tensor:
+    return losses.temporal_smoothness(1e3 * s.p["dynamic"])
+
+
+def term_dyn_mean(s: Step) -> torch.Tensor:
+    """The window's mean D_dyn is shared geometry: it belongs in D_static."""
+    return ((1e3 * s.p["dynamic"]).mean(0) ** 2).sum(-1).mean()
+
+
+#: name -> (function, FitConfig weight field, needs a render, needs the offsets)
+TERMS = {
+    "normal": (term_normal, "w_normal", True, False),
+    "depth": (term_depth, "w_depth", True, False),
+    "landmarks": (term_landmarks_detail, "w_landmarks_detail", False, False),
+    "static_mag": (term_static_mag, "w_static_mag", False, True),
+    "static_lap": (term_static_lap, "w_static_lap", False, True),
+    "dyn_mag": (term_dyn_mag, "w_dyn_mag", False, True),
+    "dyn_lap": (term_dyn_lap, "w_dyn_lap", False, True),
+    "dyn_smooth": (term_dyn_smooth, "w_dyn_smooth", False, True),
+    "dyn_mean": (term_dyn_mean, "w_dyn_mean", False, True),
+}
+
+
+def active_terms(fitter) -> list[str]:
+    """The terms with a non-zero weight that apply to this fit (offset terms only when offsets are on)."""
+    c = fitter.cfg
+    return [n for n, (_, w, _, off) in TERMS.items() if getattr(c, w) and (c.offsets or not off)]
+
+
+def detail_loss(fitter, idx: torch.Tensor, p: dict) -> tuple[torch.Tensor, dict]:
+    """Total loss of a window and its weighted terms (floats, for progress and tests)."""
+    c, scene = fitter.cfg, fitter.scene
+    names = active_terms(fitter)
+    verts, pose = scene.dense(p, offsets=c.offsets)
+    step = Step(fitter, idx, p, verts, pose, fitter.valid_t[idx])
+    if any(TERMS[n][2] for n in names):
+        step.maps = scene.render(to_camera(verts), idx, float(p["focal"]))
+    loss = priors(c, p) + smoothness(c, p)
+    terms = {}
+    for n in names:
+        fn, w, _, _ = TERMS[n]
+        value = getattr(c, w) * fn(step)
+        terms[n] = float(value.detach())
+        loss = loss + value
+    return loss, terms
+
+
+def windows(T: int, w: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """Windows of ``w`` consecutive frames covering 0..T-1 (the last one shifted back), in a random order."""
+    w = max(1, min(w, T))
+    starts = list(range(0, max(T - w, 0) + 1, w))
+    if starts[-1] + w < T:
+        starts.append(T - w)
+    order = torch.randperm(len(starts), generator=gen).tolist()
+    return [torch.arange(starts[i], starts[i] + w) for i in order]
+
+
+def run_detail(fitter, progress: bool = True, start_epoch: int = 0, checkpoint: dict | None = None) -> None:
+    c, P, T = fitter.cfg, fitter.params, fitter.scene.T
+    frame_lr = {"expression": c.lr_detail, "jaw": c.lr_detail, "neck": c.lr_detail, "rot": c.lr_detail,
+                "tau": c.lr_detail * 0.05}
+    if c.offsets:
+        frame_lr["dynamic"] = c.lr_offsets
+    shared = ["betas"] + (["static"] if c.offsets else [])
+    P.requires_grad(list(frame_lr) + shared)
+    row_opts = {n: RowAdam(P[n], lr) for n, lr in frame_lr.items()}
+    opt = torch.optim.Adam([{"params": [P.betas], "lr": c.lr_detail}]
+                           + ([{"params": [P.static], "lr": c.lr_offsets}] if c.offsets else []))
+    if checkpoint is not None and "detail_opt" in checkpoint:
+        opt.load_state_dict(checkpoint["detail_opt"])
+        for n, o in row_opts.items():
+            o.load_state_dict(checkpoint["row_opts"][n])
+    gen = torch.Generator().manual_seed(c.seed + 1)
+    per_epoch = len(windows(T, c.window, torch.Generator().manual_seed(0)))
+    total = c.detail_epochs * per_epoch
+    bar = progress_bar(None, total, "stage 2 detail", "step", enabled=progress, initial=start_epoch * per_epoch)
+    step = start_epoch * per_epoch
+    every = max(1, c.checkpoint_every // per_epoch) if c.checkpoint_every else 0
+    for epoch in range(c.detail_epochs):
+        order = windows(T, c.window, gen)  # drawn every epoch so a resumed run sees the same order
+        if epoch < start_epoch:
+            continue
+        for idx in order:
+            for n in list(frame_lr) + shared:
+                P[n].grad = None
+            loss, terms = detail_loss(fitter, idx, P.view(idx))
+            loss.backward()
+            opt.step()
+            for o in row_opts.values():
+                o.step(idx)
+            step += 1
+            bar.update(1)
+            if step % 5 == 0:
+                bar.set_postfix({k: f"{v:.2e}" for k, v in terms.items() if k in ("normal", "depth", "landmarks")})
+        if every and (epoch + 1) % every == 0:
+            fitter.checkpoints.save(fitter, "detail", epoch + 1, detail_opt=opt.state_dict(),
+                                    row_opts={n: o.state_dict() for n, o in row_opts.items()})
+    bar.close()
+    P.requires_grad(list(frame_lr) + shared, False)
+    P.fill_invalid(list(frame_lr), fitter.valid)

@@ -1,0 +1,131 @@
+"""The staged fitter of the dense head to a tracked clip (ExpPortrait §3.1), assembled from its parts:
+
+* :mod:`~headrep.fitting.params` — the unknowns (`FitParams`) and the per-row optimiser (`RowAdam`);
+* :mod:`~headrep.fitting.scene` — landmarks spec, posing, crop cameras, rendering;
+* :mod:`~headrep.fitting.init` — PnP initialisation, initial D_static;
+* :mod:`~headrep.fitting.coarse` — stage 1 on landmarks;
+* :mod:`~headrep.fitting.detail` — stage 2, the loss as named terms;
+* :mod:`~headrep.fitting.checkpoint`, :mod:`~headrep.fitting.evaluate`.
+
+The fitter does no I/O beyond its checkpoint folder; :func:`headrep.fitting.fit_video` goes from a video to a
+HeadRep around it.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from headrep.errors import HeadrepError
+from headrep.fitting.checkpoint import Checkpoints
+from headrep.fitting.coarse import run_coarse
+from headrep.fitting.config import FitConfig
+from headrep.fitting.detail import run_detail
+from headrep.fitting.evaluate import evaluate
+from headrep.fitting.init import init_rigid_pnp, init_static_offsets
+from headrep.fitting.params import FitParams, RowAdam  # noqa: F401  (RowAdam: re-exported for tests)
+from headrep.fitting.scene import Scene
+from headrep.model import BodyModel, DenseHead, uniform_laplacian
+
+
+@dataclass
+class FitResult:
+    tensors: dict                    # for HeadRep.create
+    stats: dict                      # per-stage metrics and timings
+    config: FitConfig
+    head: DenseHead
+
+
+class Fitter:
+    """Fits β, per-frame pose/expression and the offset fields to a FaceTrack and its Targets."""
+
+    def __init__(self, body: BodyModel, track, targets, config: FitConfig | None = None, ctx=None):
+        from headrep.render import get_context
+
+        self.cfg = config or FitConfig()
+        self.track, self.targets = track, targets
+        self.valid = np.asarray(track.valid, bool)
+        if not self.valid.any():
+            raise HeadrepError("no frame of the clip has a face: nothing to fit")
+        self.valid_t = torch.as_tensor(self.valid)
+        torch.manual_seed(self.cfg.seed)
+        head = DenseHead(body, levels=self.cfg.subdiv)
+        self.scene = Scene(body, head, track, self.cfg.contour_weight, ctx or get_context("cpu"))
+        H, W = self.scene.image_size
+        self.params = FitParams(self.scene.T, body.num_betas, body.num_expression, head.num_vertices,
+                                len(self.scene.face_idx), focal=1.5 * max(H, W))
+        init_rigid_pnp(self.scene, self.params, self.valid)
+        if self.cfg.offsets:
+            self.params.static = init_static_offsets(head, body, self.cfg.static_init_mm)
+        self.static_weight = torch.where(torch.as_tensor(head.face_mask), 1.0, 0.1)
+        self.L = uniform_laplacian(head.faces, head.num_vertices, normalized=True).coalesce()
+        self.L_face = torch.index_select(self.L, 1, self.scene.face_idx).coalesce()
+        self.stats: dict = {}
+        self.checkpoints = Checkpoints(None, self.cfg.checkpoint_every)
+
+    # conveniences for callers that look inside a fit (tests, notebooks)
+    @property
+    def head(self) -> DenseHead:
+        return self.scene.head
+
+    @property
+    def face_idx(self) -> torch.Tensor:
+        return self.scene.face_idx
+
+    @property
+    def lmk(self):
+        return self.scene.lmk
+
+    def dense(self, idx: torch.Tensor, offsets: bool = True):
+        """Posed dense vertices [B,Nd,3] (model space) of frames ``idx`` and their pose."""
+        return self.scene.dense(self.params.view(idx), offsets=offsets and self.cfg.offsets)
+
+    # the stages (methods, so a test can interrupt one)
+    def stage_coarse(self, progress=True, start_step=0, checkpoint=None):
+        run_coarse(self, progress, start_step, checkpoint)
+
+    def stage_detail(self, progress=True, start_epoch=0, checkpoint=None):
+        run_detail(self, progress, start_epoch, checkpoint)
+
+    def run(self, checkpoint_dir: Path | None = None, resume: bool = False, progress: bool = True) -> FitResult:
+        self.checkpoints = Checkpoints(checkpoint_dir, self.cfg.checkpoint_every)
+        ck = self.checkpoints.load(self) if resume else None
+        t0 = time.perf_counter()
+        if ck is None or ck["stage"] == "coarse":
+            self.stage_coarse(progress, start_step=ck["progress"] if ck else 0, checkpoint=ck)
+            ck = None
+        t1 = time.perf_counter()
+        self.stats["coarse"] = {**evaluate(self, offsets=False), "seconds": t1 - t0}
+        if self.cfg.detail_epochs > 0:
+            self.stage_detail(progress, start_epoch=ck["progress"] if ck else 0, checkpoint=ck)
+            t2 = time.perf_counter()
+            self.stats["detail"] = {**evaluate(self, offsets=True), "seconds": t2 - t1}
+        else:
+            t2 = t1
+        self.stats["seconds_per_frame"] = (t2 - t0) / self.scene.T
+        self.stats["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        self.stats["landmarks"] = self.lmk.kind
+        return FitResult(self.tensors(), self.stats, self.cfg, self.head)
+
+    @torch.no_grad()
+    def tensors(self) -> dict:
+        """Fitted parameters in the HeadRep layout (smplx pose and translation)."""
+        P, sc = self.params, self.scene
+        return {
+            "betas": P.betas.clone(), "expression": P.expression.clone(), "pose": sc.pose(P.rot, P.neck, P.jaw),
+            "transl": sc.transl(P.rot, P.tau), "focal": P.log_focal.exp().reshape(1),
+            "principal": sc.principal.float(), "boxes": sc.boxes.clone(), "static_offsets": P.static.clone(),
+            "dynamic_offsets": P.dynamic.clone(), "face_vertices": sc.face_idx.clone(),
+            "valid": torch.as_tensor(self.valid.astype(np.uint8)),
+        }
+
+
+def fit(body: BodyModel, track, targets, config: FitConfig | None = None, checkpoint_dir=None, resume=False,
+        progress=True, ctx=None) -> FitResult:
+    """Fit a tracked clip; see the module docstring."""
+    return Fitter(body, track, targets, config, ctx).run(checkpoint_dir, resume, progress)

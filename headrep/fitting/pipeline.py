@@ -1,0 +1,138 @@
+"""`fit_video`: video → tracked crops → dense targets → staged fit → HeadRep (the library call behind
+`headrep fit`, the notebook and corpus jobs).
+
+With ``out``, preprocessing results and fitter checkpoints live in OUT/.fit-checkpoint/ while the fit runs;
+the finished rep replaces OUT atomically (the checkpoint goes with the old contents). An interrupted run
+leaves only the checkpoint, which ``resume=True`` continues; OUT never holds a half-written rep.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from headrep.errors import HeadrepError
+from headrep.fitting.config import FitConfig
+
+CHECKPOINT = ".fit-checkpoint"
+
+
+def prepare_output(out: Path, resume: bool, overwrite: bool) -> Path:
+    """The checkpoint folder inside OUT, after checking OUT may be written (see the module docstring)."""
+    ckpt = out / CHECKPOINT
+    if out.exists() and not out.is_dir():
+        raise HeadrepError(f"output {out} exists and is not a folder")
+    contents = list(out.iterdir()) if out.is_dir() else []
+    if resume:
+        if not ckpt.is_dir():
+            raise HeadrepError(f"nothing to resume: {out} holds no interrupted fit ({CHECKPOINT}/ is missing)")
+    elif contents:
+        if not overwrite:
+            what = "an interrupted fit (pass --resume to continue it)" if ckpt.is_dir() else "files"
+            raise HeadrepError(f"output folder {out} is not empty: it holds {what}; pass --overwrite to start afresh")
+        shutil.rmtree(ckpt, ignore_errors=True)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    return ckpt
+
+
+def _source_kind(source: Path) -> str:
+    from headrep.io import IMAGE_EXTENSIONS
+
+    if source.is_dir():
+        return "images"
+    return "image" if source.suffix.lower() in IMAGE_EXTENSIONS else "video"
+
+
+def _track_and_targets(source: Path, config: FitConfig, frames, stride: int, estimator, ckpt: Path | None,
+                       resume: bool, progress: bool):
+    from headrep.fitting.landmarks import FaceTrack, track_faces
+    from headrep.fitting.targets import Targets, make_estimator
+    from headrep.fitting.video import load_frames
+    from headrep.io import write_npz
+
+    track_file = targets_file = None
+    if ckpt is not None:
+        track_file, targets_file = ckpt / "track.npz", ckpt / "targets.npz"
+    if resume and track_file is not None and track_file.exists():
+        track = FaceTrack.load(track_file)
+    else:
+        loaded = load_frames(source, frames=frames, stride=stride)
+        track = track_faces(loaded, resolution=config.resolution, progress=progress)
+        del loaded
+        if track_file is not None:
+            track.save(track_file)
+    if resume and targets_file is not None and targets_file.exists():
+        with np.load(targets_file) as d:
+            targets = Targets(normal=d["normal"], depth=d["depth"], mask=d["mask"],
+                              source=str(d["source"]), has_depth=bool(d["has_depth"]))
+    else:
+        targets = make_estimator(estimator).estimate(track.crops, track.points, track.valid)
+        if targets_file is not None:
+            write_npz(targets_file, normal=targets.normal, depth=targets.depth, mask=targets.mask,
+                      source=np.array(targets.source), has_depth=np.array(targets.has_depth))
+    return track, targets
+
+
+def fit_video(source, out=None, config: FitConfig | None = None, model=None, device="auto", progress: bool = True,
+              frames: slice | None = None, stride: int = 1, estimator: str | None = None, resume: bool = False,
+              overwrite: bool = False):
+    """Fit the dense head to a video file, an image folder or one image and return the HeadRep.
+
+    ``config``: FitConfig (defaults when None). ``model``: an SMPL-X-format .npz path or a BodyModel (None: the
+    stand-in). ``frames``: a slice of source frame numbers; ``stride``: keep every k-th. ``estimator``: a
+    TorchScript/ONNX normal/depth network (None: MediaPipe-mesh targets). ``out``: a folder to save the rep
+    into (atomically, with checkpoints and ``resume``/``overwrite`` as `headrep fit`); None: nothing is
+    written. Raises HeadrepError on bad input before anything is written.
+    """
+    from headrep.model import BodyModel
+    from headrep.render import get_context
+    from headrep.rep import HeadRep
+    from headrep.fitting.fitter import Fitter
+
+    t0 = time.perf_counter()
+    config = config or FitConfig()
+    source = Path(source)
+    if stride < 1:
+        raise HeadrepError(f"stride must be at least 1, got {stride}")
+    if not source.exists():
+        raise HeadrepError(f"input {source} does not exist")
+    body = model if isinstance(model, BodyModel) else BodyModel(model)  # a bad model file fails here
+    ctx = get_context(device)
+    out = Path(out) if out is not None else None
+    ckpt = prepare_output(out, resume, overwrite) if out is not None else None
+    created_out = out is not None
+    try:
+        if body.is_standin and progress:
+            print("headrep fit: using the procedural STAND-IN model (not SMPL-X); the rep records this. "
+                  "Pass --model SMPLX_NEUTRAL.npz for SMPL-X.", file=sys.stderr)
+        track, targets = _track_and_targets(source, config, frames, stride, estimator, ckpt, resume, progress)
+        if ckpt is not None:
+            (ckpt / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        result = Fitter(body, track, targets, config, ctx=ctx).run(checkpoint_dir=ckpt, resume=resume,
+                                                                    progress=progress)
+        tensors = dict(result.tensors)
+        tensors["frame_indices"] = torch.as_tensor(np.asarray(track.indices, np.int64))
+        tensors["landmarks"] = torch.as_tensor(np.asarray(track.points, np.float32))
+        src = {"path": str(source), "kind": _source_kind(source), "fps": float(track.fps),
+               "image_size": list(track.image_size), "scale": float(track.scale),
+               "num_frames": int(len(track.indices))}
+        sel = None if frames is None else f"{frames.start or ''}:{frames.stop or ''}" + (
+            f":{frames.step}" if frames.step else "")
+        fit_info = {**config.to_dict(), "estimator": targets.source, "stats": result.stats,
+                    "total_seconds": time.perf_counter() - t0, "stride": stride, "frames": sel}
+        rep = HeadRep.create(body, result.head, tensors, src, config.resolution, fit_info)
+        if out is not None:
+            rep.save(out, overwrite=True)  # atomic: replaces OUT, checkpoint included
+            rep.path = out
+            created_out = False
+        return rep
+    finally:
+        if created_out and out.is_dir() and not any(p.name != CHECKPOINT for p in out.iterdir()) \
+                and not any(ckpt.iterdir()):
+            shutil.rmtree(out, ignore_errors=True)  # nothing was computed: leave no empty folder
