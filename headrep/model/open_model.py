@@ -700,16 +700,16 @@ def _joint_regressor(D, mean_base, dirs_base, v_template, dirs, skin_f):
             # rows: the rest position (weighted x20: it is what every pose starts from), the displacement
             # per unit of each direction, and a heavy sum-to-one row
             A = np.concatenate([20.0 * v_template[cand].T, dirs[:, cand].transpose(0, 2, 1).reshape(-1, len(cand)),
-                                10.0 * np.ones((1, len(cand)))])
-            b = np.concatenate([20.0 * target[:3], target[3:], [10.0]])
+                                1e3 * np.ones((1, len(cand)))])
+            b = np.concatenate([20.0 * target[:3], target[3:], [1e3]])
             w, _ = nnls(A, b, maxiter=5000)
         else:
             # a ring of bust vertices around the neck base: stable, far from the face
             yb = np.percentile(v_template[skin_v, 1], 10)
             cand = skin_v[np.abs(v_template[skin_v, 1] - yb) < 0.02]
-            A = np.concatenate([v_template[cand].T, dirs[:, cand].transpose(0, 2, 1).reshape(-1, len(cand)),
-                                np.ones((1, len(cand)))])
-            b = np.concatenate([target, [1.0]])
+            A = np.concatenate([20.0 * v_template[cand].T, dirs[:, cand].transpose(0, 2, 1).reshape(-1, len(cand)),
+                                1e3 * np.ones((1, len(cand)))])
+            b = np.concatenate([20.0 * target[:3], target[3:], [1e3]])
             w = A.T @ np.linalg.solve(A @ A.T + 1e-8 * np.eye(len(A)), b)
         R[j, cand] = w
         pred = np.concatenate([w @ v_template[cand], np.einsum("c,kcx->kx", w, dirs[:, cand]).ravel()])
@@ -781,6 +781,10 @@ def _match_by_angle(p_ids_xy, centre_m, half_m, angles, contour):
 
 
 _MP_INNER_LIPS = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95]
+_MP_LOWER_LIP = [14, 15, 16, 17, 84, 85, 86, 87, 88, 89, 90, 91, 95, 96, 146, 178, 179, 180, 181, 314, 315, 316,
+                 317, 318, 319, 320, 321, 324, 325, 375, 402, 403, 404, 405]
+_MP_UPPER_LIP = [0, 11, 12, 13, 37, 38, 39, 40, 41, 42, 61, 62, 72, 73, 74, 76, 78, 80, 81, 82, 183, 184, 185, 191,
+                 267, 268, 269, 270, 271, 272, 291, 292, 302, 303, 304, 306, 308, 310, 311, 312, 407, 408, 409, 415]
 _MP_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
             176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
 
@@ -863,8 +867,11 @@ def _embed_mediapipe(v, f, n_skin, f_parts, J_rest, weights, jaw_open):
     disp = np.concatenate([dst - p[src_ids], np.zeros((len(_MP_OVAL), 3))])
     warp = RBFInterpolator(ctrl, disp, kernel="thin_plate_spline", smoothing=1e-8)
     pw = p + warp(p)
-    # 3. onto the surface
+    # 3. onto the surface; lip points onto their own lip (the closed lips touch: the jaw weight decides)
     fi, bary, q = _closest_points(v, skin_f, pw, front)
+    jaw_side = weights[skin_f[front], 22].mean(1) >= 0.5
+    for ids, faces_ok in ((_MP_LOWER_LIP, front[jaw_side]), (_MP_UPPER_LIP, front[~jaw_side])):
+        fi[ids], bary[ids], q[ids] = _closest_points(v, skin_f, pw[ids], faces_ok)
     gap = np.linalg.norm(q - pw, axis=1)
     feat_err = np.linalg.norm(q[src_ids] - dst, axis=1)
     # 4. irises on the eyeballs (MediaPipe: 468-472 the subject's right eye, 473-477 the left)
