@@ -402,7 +402,9 @@ def evaluate(pred: str | Path, gt: str | Path | None = None, out: str | Path | N
             from headrep.rep import HeadRep
 
             mp = video_motion(pred_f, P.fps, cfg, progress, "generated")
-            if gt_f is None:                 # cross-reenactment: the motion the video was asked to follow
+            if not mp.valid.any():           # nothing to compare: spare the second fit
+                ms = mp
+            elif gt_f is None:                 # cross-reenactment: the motion the video was asked to follow
                 ms = M.motion_from_rep(D).take(si)
             elif gt_rep is not None:
                 ms = M.motion_from_rep(HeadRep.load(Path(gt_rep), build=False)).take(si)
@@ -505,8 +507,23 @@ def format_table(rows: list[dict], columns=COLUMNS_SELF, title: str | None = Non
     lines.append("| | " + " | ".join(HEADERS[c] for c in columns) + " |")
     lines.append("|---|" + "---:|" * len(columns))
     for r in rows:
-        lines.append(f"| {r['label']} | " + " | ".join(_fmt(c, r["means"].get(c)) for c in columns) + " |")
+        lines.append(f"| {r['label']} | " + " | ".join(_cell(c, r) for c in columns) + " |")
+    if any(0 < _na(c, r)[0] < _na(c, r)[1] for r in rows for c in columns):
+        lines.append("")
+        lines.append("(k/N n/a: the value is the mean over the other frames; no face was found in k of N)")
     return "\n".join(lines)
+
+
+def _na(key: str, row: dict) -> tuple[int, int]:
+    counts = row.get("counts") or {}
+    which = {"csim": "csim_na", "csim_ref": "csim_na", "aed": "motion_na", "apd": "motion_na"}.get(key)
+    return (int(counts.get(which, 0)) if which else 0), int(counts.get("frames", 0))
+
+
+def _cell(key: str, row: dict) -> str:
+    text = _fmt(key, row["means"].get(key))
+    k, n = _na(key, row)
+    return f"{text} ({k}/{n} n/a)" if k and text != "n/a" else text
 
 
 def _heat(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:

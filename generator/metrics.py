@@ -368,12 +368,14 @@ def motion_distance(pred: Motion, gt: Motion) -> tuple[np.ndarray, np.ndarray]:
     axis-angle components; NaN where either fit has no face. The two must have the same length and ne."""
     if len(pred) != len(gt):
         raise ValueError(f"motions differ in length: {len(pred)} vs {len(gt)}")
+    ok = pred.valid & gt.valid
+    if not ok.any():  # e.g. one video in which the tracker found no face at all
+        return np.full(len(pred), np.nan), np.full(len(pred), np.nan)
     if pred.expression.shape[1] != gt.expression.shape[1]:
         raise HeadrepError(f"the two fits have different expression sizes ({pred.expression.shape[1] - 3} vs "
                            f"{gt.expression.shape[1] - 3}): fit both with the same body model")
     aed = np.abs(pred.expression - gt.expression).mean(1)
     apd = np.abs(pred.head - gt.head).mean(1)
-    ok = pred.valid & gt.valid
     aed[~ok] = np.nan
     apd[~ok] = np.nan
     return aed, apd

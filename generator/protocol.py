@@ -87,7 +87,11 @@ def _aggregate(evals: dict[str, list[dict]], columns) -> list[dict]:
                 continue
             vals = [float(v) for v in vals if v is not None]
             means[c] = float(np.mean(vals)) if vals else None
-        rows.append({"label": label, "means": means, "n": len(results)})
+        counts = {}
+        for r in results:
+            for k, v in r["counts"].items():
+                counts[k] = counts.get(k, 0) + int(v)
+        rows.append({"label": label, "means": means, "n": len(results), "counts": counts})
     return rows
 
 
