@@ -35,7 +35,8 @@ What the file holds (SMPL-X keys; the numbers are NOT SMPL-X numbers):
   that the first 10 / 16 / 50 carry the most used ones, with left/right pairs adjacent;
 * joints: the 163 bones summed into SMPL-X's 55 (`BONE_TO_SMPLX`): jaw + lips + tongue -> 22, eye.L/R -> 23/24,
   the other face bones -> head 15, neck01-03 -> 12, twist bones merged into their joint; skinning weights
-  summed accordingly;
+  summed accordingly, and the jaw/head split smoothed within 16 mm of the mouth corners (the rig's own split
+  tears the commissures when joint 22 turns);
 * `J_regressor`: rows fitted over the template and every shape and expression direction to the rig's joint
   positions (means of its helper cubes), non-negative and summing to one for the joints inside the bust
   (9, 12-17, 22-24; convex combinations of nearby vertices), affine (signed, summing to one) for the body
@@ -612,6 +613,7 @@ def build_open_arrays(wheel_path: Path | None = None, samples: int = NUM_SAMPLES
     J_rest = J_regressor @ v_template
     emb = _embed_mediapipe(v_template, f, n_skin, f_parts, J_rest, weights,
                            units[EXPRESSION_ORDER.index("jawOpen")][v_idx])
+    weights = _smooth_mouth_corners(v_template, f_parts["body"], weights, emb["points"][[78, 308]])
     lmk_faces, lmk_bary = emb["faces"][MP_TO_IBUG68[17:]], emb["bary"][MP_TO_IBUG68[17:]]
     dyn_faces, dyn_bary = _dynamic_contour(v_template, f, n_skin, emb["points"], J_rest)
     timings["landmarks_s"] = time.perf_counter() - t_l
@@ -695,8 +697,9 @@ def _joint_regressor(D, mean_base, dirs_base, v_template, dirs, skin_f):
             d = np.linalg.norm(v_template[skin_v] - J0[j], axis=1)
             slab = skin_v[np.abs(v_template[skin_v, 1] - J0[j, 1]) < 0.012]
             cand = np.union1d(skin_v[np.argsort(d)[:64]], slab)
-            if j in (23, 24):  # the eye joint: the eyeball's own vertices surround it
-                cand = np.argsort(np.linalg.norm(v_template - J0[j], axis=1))[:64]
+            if j in (23, 24):  # the eye joint: the eyeball (only its front is modelled) and the socket around it
+                cand = np.union1d(np.argsort(np.linalg.norm(v_template - J0[j], axis=1))[:64],
+                                  skin_v[np.argsort(d)[:96]])
             # rows: the rest position (weighted x20: it is what every pose starts from), the displacement
             # per unit of each direction, and a heavy sum-to-one row
             A = np.concatenate([20.0 * v_template[cand].T, dirs[:, cand].transpose(0, 2, 1).reshape(-1, len(cand)),
@@ -721,6 +724,31 @@ def _joint_regressor(D, mean_base, dirs_base, v_template, dirs, skin_f):
 
 # ----------------------------------------------------------------------------------------------------------
 # MediaPipe embedding
+
+
+def _smooth_mouth_corners(v, skin_f, weights, corners, radius=0.016, iters=60):
+    """Smooth the jaw's share of the head/jaw weights within `radius` of the mouth corners.
+
+    The rig's jaw weight changes by ~0.1 across 1 mm edges at the commissures: a 20 degree jaw rotation then
+    stretches those edges 8x. Diffusing the share jaw / (jaw + head) there (edge weights 1/length, the rest
+    of the mesh fixed) keeps the total per vertex and brings the worst edge under 2.5x.
+    """
+    w = weights.copy()
+    tot = w[:, 22] + w[:, 15]
+    frac = np.where(tot > 0, w[:, 22] / np.maximum(tot, 1e-12), 0.0)
+    near = np.min(np.linalg.norm(v[:, None] - corners[None], axis=2), 1) < radius
+    free = near & (tot > 0.5)
+    e = np.unique(np.sort(np.concatenate([skin_f[:, [0, 1]], skin_f[:, [1, 2]], skin_f[:, [2, 0]]]), 1), axis=0)
+    ew = 1.0 / np.maximum(np.linalg.norm(v[e[:, 0]] - v[e[:, 1]], axis=1), 1e-4)
+    for _ in range(iters):
+        num, den = np.zeros(len(v)), np.zeros(len(v))
+        np.add.at(num, e[:, 0], ew * frac[e[:, 1]])
+        np.add.at(den, e[:, 0], ew)
+        np.add.at(num, e[:, 1], ew * frac[e[:, 0]])
+        np.add.at(den, e[:, 1], ew)
+        frac = np.where(free & (den > 0), num / np.maximum(den, 1e-12), frac)
+    w[:, 22], w[:, 15] = frac * tot, (1.0 - frac) * tot
+    return w
 
 
 class _FrontView:
@@ -783,8 +811,8 @@ def _match_by_angle(p_ids_xy, centre_m, half_m, angles, contour):
 _MP_INNER_LIPS = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95]
 _MP_LOWER_LIP = [14, 15, 16, 17, 84, 85, 86, 87, 88, 89, 90, 91, 95, 96, 146, 178, 179, 180, 181, 314, 315, 316,
                  317, 318, 319, 320, 321, 324, 325, 375, 402, 403, 404, 405]
-_MP_UPPER_LIP = [0, 11, 12, 13, 37, 38, 39, 40, 41, 42, 61, 62, 72, 73, 74, 76, 78, 80, 81, 82, 183, 184, 185, 191,
-                 267, 268, 269, 270, 271, 272, 291, 292, 302, 303, 304, 306, 308, 310, 311, 312, 407, 408, 409, 415]
+_MP_UPPER_LIP = [0, 11, 12, 13, 37, 38, 39, 40, 41, 42, 72, 73, 74, 80, 81, 82, 183, 184, 185, 191,
+                 267, 268, 269, 270, 271, 272, 302, 303, 304, 310, 311, 312, 407, 408, 409, 415]  # corners free
 _MP_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
             176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
 
@@ -829,10 +857,16 @@ def _embed_mediapipe(v, f, n_skin, f_parts, J_rest, weights, jaw_open):
     mouth = lab == np.bincount(mid[mid > 0]).argmax()
     cols = np.nonzero(mouth.any(0))[0]
     corners_x = (float(xs[cols].min()), float(xs[cols].max()))
-    # the lip line: the upper lip barely moves with jawOpen, so the opening's top edge, one sample above,
-    # on the neutral face, is where the closed lips meet
-    top = np.array([np.nonzero(mouth[:, k])[0].max() for k in cols])
-    lips = pts0[np.minimum(top + 1, len(ys) - 1), cols]
+    # the lip line: the upper lip barely moves with jawOpen, so the closed lips meet at the opening's top
+    # edge; on the neutral face, the front-most hit within 2 mm above that edge (a ray can slip through the
+    # slit between the closed lips into the mouth)
+    lips = []
+    for k in cols:
+        top = np.nonzero(mouth[:, k])[0].max()
+        rows = np.arange(min(top + 1, len(ys) - 1), min(top + 9, len(ys)))
+        z = np.where(prim0[rows, k] >= 0, pts0[rows, k, 2], -np.inf)
+        lips.append(pts0[rows[int(np.argmax(z))], k])
+    lips = np.array(lips)
 
     # 1. initial similarity and ICP
     mp_eye_r, mp_eye_l = c[MP_RIGHT_EYE].mean(0), c[MP_LEFT_EYE].mean(0)
@@ -896,7 +930,8 @@ def _embed_mediapipe(v, f, n_skin, f_parts, J_rest, weights, jaw_open):
     mm = lambda a: {"mean": float(1e3 * a.mean()), "max": float(1e3 * a.max())}  # noqa: E731
     report = {
         "icp_scale": float(s), "icp_surface_gap_mm": mm(icp_gap), "projection_gap_mm": mm(gap),
-        "feature_error_mm": mm(feat_err), "mouth_width_mm": float(1e3 * (corners_x[1] - corners_x[0])),
+        "feature_error_mm": mm(feat_err), "worst_feature_point": int(np.asarray(src_ids)[np.argmax(feat_err)]),
+        "mouth_width_mm": float(1e3 * (corners_x[1] - corners_x[0])),
         "eye_opening_mm": {str(j): [float(2e3 * h) for h in eyes[j][1]] for j in eyes},
         "vs_canonical_after_similarity_mm": {**mm(err), "median": float(1e3 * np.median(err)),
                                              "p95": float(1e3 * np.quantile(err, 0.95))},
