@@ -284,12 +284,13 @@ def _versions() -> dict:
     return out
 
 
-def evaluate(pred: str | Path, gt: str | Path | None = None, out: str | Path | None = None, *,
+def evaluate(pred: str | Path | Frames, gt: str | Path | Frames | None = None, out: str | Path | None = None, *,
              ref: str | Path | None = None, driver: str | Path | None = None, cond: str | Path | None = None,
              gt_rep: str | Path | None = None, config: EvalConfig | None = None, overwrite: bool = False,
              progress: bool = True, label: str | None = None, lpips_model=None, identity=None) -> dict:
     """Evaluate the generated video ``pred`` (see the module docs); returns the metrics.json content and,
-    when ``out`` is given, writes the evaluation folder there. ``gt_rep``: a HeadRep of the real video to
+    when ``out`` is given, writes the evaluation folder there. ``pred`` / ``gt`` may also be :class:`Frames`
+    already in memory (e.g. generated frames before MP4 encoding). ``gt_rep``: a HeadRep of the real video to
     take the real motion from instead of fitting it (positions = real frame indices). ``lpips_model`` /
     ``identity``: preloaded :class:`~generator.metrics.LPIPS` / :class:`~generator.metrics.FaceIdentity`."""
     from headrep.io import check_output_dir
@@ -307,10 +308,10 @@ def evaluate(pred: str | Path, gt: str | Path | None = None, out: str | Path | N
             raise
         except HeadrepError as exc:
             raise GeneratorInputError(str(exc)) from None
-    P = load_frames_any(pred, "--pred")
+    P = pred if isinstance(pred, Frames) else load_frames_any(pred, "--pred")
     if P.kind == "image":
         raise GeneratorInputError(f"--pred {P.path} is an image; the generated video is expected")
-    G = load_frames_any(gt, "--gt") if gt is not None else None
+    G = gt if isinstance(gt, Frames) or gt is None else load_frames_any(gt, "--gt")
     if G is not None and G.kind == "image":
         raise GeneratorInputError(f"--gt {G.path} is an image; the real video is expected")
     R_img = load_frames_any(ref, "--ref").images[0] if ref is not None else None
@@ -437,7 +438,8 @@ def evaluate(pred: str | Path, gt: str | Path | None = None, out: str | Path | N
         "columns": list(columns),
         "inputs": {
             "pred": {"path": str(P.path), "sha256": _sha(P.path), "frames": len(P.images), "fps": P.fps,
-                     "size": list(P.images.shape[1:3])},
+                     "size": list(P.images.shape[1:3]),
+                     "read_from": "frames in memory" if isinstance(pred, Frames) else "the file"},
             "gt": None if G is None else {"path": str(G.path), "kind": G.kind, "sha256": _sha(G.path),
                                           "frames": len(G.images), "fps": G.fps, "size": list(G.images.shape[1:3])},
             "ref": None if ref is None else {"path": str(ref), "sha256": _sha(Path(ref))},

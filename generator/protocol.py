@@ -15,7 +15,9 @@ Baselines, evaluated the same way: **reference repeated** (the reference frame a
 no motion scores) and, for self-reenactment, **ground truth** (the real crops against themselves: PSNR ∞,
 CSIM 1, AED = APD = 0). The rep's own shaded render is not a row yet: reps carry no albedo / lighting.
 
-Each row's numbers are the mean over clips (pairs) of the per-clip means. Output folder: ``results.json``
+Generated frames are evaluated as sampled (before MP4 encoding; ``generated.mp4`` is written for viewing), so
+the codec's loss is not counted against the model. Each row's numbers are the mean over clips (pairs) of the
+per-clip means. Output folder: ``results.json``
 (every evaluation's metrics.json, the aggregated rows, the settings), ``table.md``, and per clip
 ``self/<clip>/<row>/`` (``generated.mp4`` + the evaluation folder ``eval/``) and ``cross/<A>_to_<B>/<row>/``.
 """
@@ -31,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import GeneratorInputError
-from .evaluate import COLUMNS_CROSS, COLUMNS_SELF, EvalConfig, evaluate, format_table
+from .evaluate import COLUMNS_CROSS, COLUMNS_SELF, EvalConfig, Frames, evaluate, format_table
 
 __all__ = ["ProtocolConfig", "evaluate_set"]
 
@@ -56,10 +58,13 @@ class ProtocolConfig:
     device: str = "auto"
 
 
-def _write_frames(path: Path, frames: np.ndarray, fps: float) -> Path:
+def _write_frames(path: Path, frames: np.ndarray, fps: float) -> Frames:
+    """Write ``generated.mp4`` for viewing; the evaluation reads the frames themselves (before MP4 encoding)."""
     from headrep.io import write_video
 
-    return write_video(path, frames, fps=fps if fps > 0 else 16.0)
+    fps = float(fps) if fps and fps > 0 else 16.0
+    write_video(path, frames, fps=fps)
+    return Frames(np.asarray(frames), fps, path, "video")
 
 
 def _generate(model, ref: np.ndarray, cond, cfg: ProtocolConfig) -> np.ndarray:
