@@ -478,3 +478,58 @@ def test_weights_offline_and_bad_sums(tmp_path, monkeypatch):
     assert not (W.weights_dir() / "w.onnx").exists()
     with pytest.raises(HeadrepError, match="unknown weights"):
         W.weight_path("nope")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the protocol over clips
+
+
+def _clip_folder(path, frames):
+    """A clip folder in `generator prepare`'s format built by hand (no fit): real frames, empty renders."""
+    from generator.data import FORMAT, REFERENCE_FILE, VERSION
+    from headrep.io import write_png
+
+    T, R = len(frames), frames.shape[1]
+    path.mkdir(parents=True)
+    np.save(path / "frames.npy", frames)
+    for name in ("normal", "smplx_normal"):
+        np.save(path / f"{name}.npy", np.zeros((T, R, R, 3), np.uint8))
+    for name in ("depth", "smplx_depth"):
+        np.save(path / f"{name}.npy", np.zeros((T, R, R), np.float32))
+    np.save(path / "landmarks68.npy", np.full((T, 68, 2), np.nan, np.float32))
+    np.save(path / "face_mask.npy", np.zeros((T, R, R), np.uint8))
+    write_png(path / REFERENCE_FILE, frames[0])
+    meta = {"format": FORMAT, "version": VERSION, "resolution": R, "fps": 30.0,
+            "frames": {"count": T, "valid": [1] * T, "num_valid": T, "frame_indices": list(range(T))},
+            "reference": {"position": 0, "frame_index": 0}, "rep": {"path": None}}
+    (path / "clip.json").write_text(json.dumps(meta))
+    return path
+
+
+def test_evaluate_set_self_reenactment_rows(tmp_path):
+    import cv2
+    import torch
+
+    from generator.config import named_config
+    from generator.model import HeadGenerator
+    from generator.protocol import GT_ROW, REF_ROW, ProtocolConfig, evaluate_set
+
+    need(W.weight_path, "sface")
+    need(W.weight_path, "lpips_alex")
+    frames = sample_frames("single_face.mp4", 0, 14, 1, size=64)
+    clip = _clip_folder(tmp_path / "clips" / "man", frames)
+    torch.manual_seed(0)
+    HeadGenerator(named_config("tiny")).save_pretrained(tmp_path / "gen")
+    res = evaluate_set([clip], [tmp_path / "gen"], tmp_path / "set",
+                       ProtocolConfig(num_frames=5, steps=2, stride=2, motion=False, cross=False, device="cpu"))
+    rows = {r["label"]: r["means"] for r in res["self"]}
+    assert list(rows) == [REF_ROW, GT_ROW, "generator: normal_depth"] and res["cross"] == []
+    assert rows[GT_ROW]["psnr"] == "inf" and rows[GT_ROW]["csim"] == pytest.approx(1.0, abs=1e-6)
+    assert rows[REF_ROW]["psnr"] < 60 and rows[REF_ROW]["csim"] > 0.5           # the same man, not moving
+    assert rows["generator: normal_depth"]["psnr"] < rows[REF_ROW]["psnr"]      # an untrained model: noise
+    ev = res["evaluations"]["self"][REF_ROW][0]
+    assert ev["alignment"]["source_indices"] == [1, 3, 5]                       # after the reference, stride 2
+    assert "| ground truth | ∞ |" in (tmp_path / "set" / "table.md").read_text()
+    assert (tmp_path / "set" / "self" / "man" / "normal_depth" / "eval" / "side_by_side.mp4").is_file()
+    with pytest.raises(HeadrepError, match="--overwrite"):
+        evaluate_set([clip], [tmp_path / "gen"], tmp_path / "set", ProtocolConfig(motion=False, cross=False))
