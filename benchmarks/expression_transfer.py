@@ -23,8 +23,8 @@ seconds, and G's inference time per frame (milliseconds; all face vertices, batc
 
 All results are for the procedural STAND-IN model (no SMPL-X file here), not SMPL-X results.
 
-    python benchmarks/transfer.py                   # fits both videos if needed (~5-10 min), then ~3 min
-    python benchmarks/transfer.py --quick           # 96 / 72 frames, shorter fits and training
+    python benchmarks/expression_transfer.py                   # fits both videos if needed (~5-10 min), then ~3 min
+    python benchmarks/expression_transfer.py --quick           # 96 / 72 frames, shorter fits and training
 """
 
 from __future__ import annotations
@@ -39,10 +39,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from transfer.train import TrainConfig
+
 ROOT = Path(__file__).resolve().parent.parent
-# this file is benchmarks/transfer.py: keep its folder off sys.path so `import transfer` finds the package
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(ROOT))
 VIDEOS = ("WolfgangLanger_Pexels.mp4", "single_face.mp4")
 
 
@@ -52,7 +51,7 @@ def ensure_fit(video: str, work: Path, quick: bool) -> Path:
     out = work / (Path(video).stem + ("-quick" if quick else ""))
     if (out / "rep.json").is_file():
         return out
-    cmd = [sys.executable, "-m", "headrep.cli", "fit", str(sample_path(video)), "-o", str(out), "--overwrite"]
+    cmd = [sys.executable, "-m", "headrep", "fit", str(sample_path(video)), "-o", str(out), "--overwrite"]
     if quick:
         cmd += ["--frames", "0:96", "--coarse-steps", "150", "--detail-epochs", "6"]
     print(f"fitting {video} -> {out} ...", file=sys.stderr, flush=True)
@@ -127,7 +126,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("HEADREP_CACHE", Path.home() / ".cache/headrep"))
                     / "bench" / "transfer", help="where the fitted reps are cached")
     ap.add_argument("--holdout", type=float, default=0.2, help="fraction of each rep's frames held out (the end)")
-    ap.add_argument("--epochs", type=int, default=15, help="training epochs (`transfer train`'s default)")
+    ap.add_argument("--epochs", type=int, default=TrainConfig().epochs, help="training epochs (`transfer train`'s default)")
     ap.add_argument("--resolution", type=int, default=256, help="normal-map size for the angular error")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--quick", action="store_true", help="short fits (first 96 frames) and at most 10 epochs")

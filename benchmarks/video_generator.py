@@ -14,9 +14,9 @@ by torch).
 
 Each time is the median of --reps runs after --warmup runs (best in brackets).
 
-    python benchmarks/generator.py            # tiny on CPU (about a minute on 2 cores); + GPU rows with CUDA
-    python benchmarks/generator.py --quick    # fewer repetitions
-    python benchmarks/generator.py --frames-1p3b 33 --res-1p3b 480   # the 1.3B row's clip (GPU only)
+    python benchmarks/video_generator.py            # tiny on CPU (about a minute on 2 cores); + GPU rows with CUDA
+    python benchmarks/video_generator.py --quick    # fewer repetitions
+    python benchmarks/video_generator.py --frames-1p3b 33 --res-1p3b 480   # the 1.3B row's clip (GPU only)
 """
 
 from __future__ import annotations
@@ -33,10 +33,6 @@ import tempfile
 import time
 from pathlib import Path
 
-# This file is named like the package it measures: run as a script, its folder would come first on sys.path and
-# `import generator` would find this file. Put the repository root there instead.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 
 def _sync(device):

@@ -51,6 +51,7 @@ import torch
 from headrep.errors import HeadrepError
 from headrep.rep import source_crops
 
+from .config import CONDITION_CHANNELS, condition_channels
 from .errors import GeneratorInputError
 
 __all__ = ["CONDITIONS", "FORMAT", "VERSION", "LANDMARK_PARTS", "ClipDataset", "condition_channels",
@@ -60,8 +61,7 @@ __all__ = ["CONDITIONS", "FORMAT", "VERSION", "LANDMARK_PARTS", "ClipDataset", "
 FORMAT = "generator.clip"
 VERSION = 1
 CLIP_JSON = "clip.json"
-CONDITIONS = ("normal_depth", "smplx_normal_depth", "landmarks")
-_CHANNELS = {"normal_depth": 4, "smplx_normal_depth": 4, "landmarks": 3}
+CONDITIONS = tuple(CONDITION_CHANNELS)  # the table lives in generator.config (the model needs it too)
 
 DEPTH_NEAR = 1.0        # value of the nearest covered depth
 DEPTH_FAR = -0.75       # value of the farthest covered depth
@@ -99,15 +99,8 @@ def _note(msg: str) -> None:
 # small public helpers
 
 
-def condition_channels(mode: str) -> int:
-    """Channels of condition ``mode``: 4 (normal_depth, smplx_normal_depth) or 3 (landmarks)."""
-    _check_mode(mode)
-    return _CHANNELS[mode]
-
-
 def _check_mode(mode: str) -> str:
-    if mode not in _CHANNELS:
-        raise GeneratorInputError(f"unknown condition {mode!r}; expected one of {', '.join(CONDITIONS)}")
+    condition_channels(mode)  # GeneratorInputError for an unknown mode
     return mode
 
 
@@ -439,7 +432,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.num_frames = F = check_num_frames(num_frames)
         self.resolution = _check_resolution(resolution)
         self.condition = _check_mode(condition)
-        self.channels = _CHANNELS[condition]
+        self.channels = condition_channels(condition)
         self.seed = int(seed)
         self.epoch = 0
         self.root = Path(root)
@@ -616,7 +609,7 @@ def load_condition(path: str | Path, mode: str, num_frames: int | None, resoluti
 def load_reference(path: str | Path, resolution: int, require_face: bool = True) -> torch.Tensor:
     """Reference image [3,R,R] float32 in [-1, 1]: the face of the image at ``path`` framed as the fit frames
     its crops (MediaPipe face mesh, static mode; square box 1.7 × the face's extent, centre shifted up by 0.12
-    of its height; see headrep.landmarks.track_faces), resized to R. A video gives its first frame.
+    of its height; see headrep.fitting.landmarks.track_faces), resized to R. A video gives its first frame.
 
     GeneratorInputError for a missing or unreadable file, and ("no face found in …") when MediaPipe finds no
     face and ``require_face``; without ``require_face`` a faceless image gives its centred square crop.
@@ -837,3 +830,81 @@ def prepare_clip(video: str | Path, rep, out: str | Path, resolution: int = 256,
         }
         (tmp / CLIP_JSON).write_text(_dump_json(meta) + "\n")
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a whole dataset (`generator prepare --dataset`)
+
+
+def _prepare_one(video: str, rep: str, out: str, resolution: int, device: str) -> dict:
+    """The body of one prepare task (a Ray task of :func:`prepare_dataset`)."""
+    prepare_clip(video, rep, out, resolution=resolution, overwrite=True, device=device)
+    return {"frames": int(read_clip(out)["frames"]["count"])}
+
+
+def prepare_dataset(dataset: str | Path, resolution: int = 256, overwrite: bool = False, device: str = "cpu",
+                    address: str | None = None, num_cpus: int | None = None, cpus_per_video: float = 1,
+                    max_retries: int = 1, progress: bool = True) -> dict:
+    """Clip folders DATASET/clips/ID for every fitted video of a `headrep dataset fit` folder, one Ray task each
+    (headrep.dataset.run_tasks: locally, or on the cluster at ``address``), with :func:`prepare_clip`'s layout.
+
+    Rows become "prepared" (``clip`` = "clips/ID", ``prepare`` = {seconds, resolution, peak_rss_mb, node,
+    finished}); a video whose clip fails is "failed" with stage "prepare" and its error (its rep stays
+    usable). Rows prepared at the same ``resolution`` whose clip exists are skipped unless ``overwrite``.
+    Returns {"rows", "ran", "skipped", "seconds", "frames"}. GeneratorInputError when DATASET is not a dataset
+    or holds no fitted video.
+    """
+    from headrep.dataset import Manifest, fitted_reps, ray_session, run_tasks
+    from headrep.io import progress as progress_bar
+
+    R = _check_resolution(resolution)
+    root = Path(dataset)
+    try:
+        fitted_reps(root)  # a dataset with at least one fitted video
+    except GeneratorInputError:
+        raise
+    except HeadrepError as exc:
+        raise GeneratorInputError(str(exc)) from None
+    man = Manifest(root)
+    jobs, skipped = [], []
+    for r in man.read():
+        has_rep = r["rep"] is not None and (root / r["rep"] / "rep.json").is_file()
+        if not has_rep or not (r["status"] in ("fitted", "prepared") or (r["status"] == "failed"
+                                                                            and r["stage"] == "prepare")):
+            continue
+        done = (r["status"] == "prepared" and r["clip"] is not None and (root / r["clip"] / CLIP_JSON).is_file()
+                and (r["prepare"] or {}).get("resolution") == R)
+        if done and not overwrite:
+            skipped.append(r["id"])
+            continue
+        jobs.append((r["id"], {"video": r["source"], "rep": str(root / r["rep"]),
+                               "out": str(root / "clips" / r["id"]), "resolution": R, "device": device}))
+    t0 = time.perf_counter()
+    ran: list[str] = []
+    stats = {"frames": 0}
+    if skipped:
+        _note(f"{len(skipped)} clip(s) already prepared at {R}x{R}: skipped (--overwrite prepares them again)")
+    if jobs:
+        with ray_session(address, num_cpus, threads=max(1, int(round(cpus_per_video)))) as info:
+            _note(f"{len(jobs)} clip(s) to prepare on Ray ({info['address']}: {info['cpus']:g} CPU)")
+            bar = progress_bar(None, len(jobs), "dataset prepare", unit="clip", enabled=progress)
+
+            def on_result(rid: str, res: dict) -> None:
+                ran.append(rid)
+                task = {"resolution": R, **{k: res.get(k) for k in ("seconds", "peak_rss_mb", "threads", "node",
+                                                                     "finished")}}
+                if res["ok"]:
+                    stats["frames"] += res["frames"]
+                    man.update(rid, status="prepared", stage=None, error=None, traceback=None,
+                               clip=f"clips/{rid}", prepare=task)
+                else:
+                    man.update(rid, status="failed", stage="prepare", error=res["error"],
+                               traceback=res.get("traceback"), clip=None, prepare=task)
+                bar.update(1)
+
+            try:
+                run_tasks(_prepare_one, jobs, on_result, cpus=cpus_per_video, max_retries=max_retries)
+            finally:
+                bar.close()
+    return {"rows": man.read(), "ran": ran, "skipped": skipped, "seconds": time.perf_counter() - t0,
+            "frames": stats["frames"]}

@@ -299,8 +299,10 @@ class HeadGenerator(nn.Module):
             raise GeneratorInputError(f"cannot read {root / 'adapters.safetensors'}: {exc}") from None
         model.null_text.data = sd.pop("null_text").to(model.null_text.dtype)
         try:
-            model.pose_encoder.load_state_dict({k[13:]: v for k, v in sd.items() if k.startswith("pose_encoder.")})
-            model.ref_encoder.load_state_dict({k[12:]: v for k, v in sd.items() if k.startswith("ref_encoder.")})
+            for name in ("pose_encoder", "ref_encoder"):
+                prefix = name + "."
+                getattr(model, name).load_state_dict({k.removeprefix(prefix): v for k, v in sd.items()
+                                                      if k.startswith(prefix)})
         except RuntimeError as exc:
             raise GeneratorInputError(f"{root}: the adapter weights do not fit the recorded config ({exc})") from None
         if dtype is not None:

@@ -137,14 +137,15 @@ class LogProgress:
     one at the end (``desc: n/total (p%) elapsed, rate, postfix``), never a line per step. Implements the
     part of tqdm's interface the project uses (iteration, update, set_postfix, close, n, total, context)."""
 
-    def __init__(self, iterable=None, total=None, desc="", unit="it", interval=None, file=None, **_):
+    def __init__(self, iterable=None, total=None, desc="", unit="it", interval=None, file=None, initial=0, **_):
         import sys
         import time
 
         self.iterable, self.desc, self.unit = iterable, desc, unit
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)
-        self.total, self.n, self.postfix = total, 0, ""
+        self.total, self.n, self.postfix = total, int(initial), ""
+        self._start = self.n
         self.interval = float(os.environ.get("HEADREP_PROGRESS_INTERVAL", 10.0) if interval is None else interval)
         self.file = file or sys.stderr
         self._clock = time.monotonic
@@ -186,14 +187,15 @@ class LogProgress:
     def _line(self):
         elapsed = self._clock() - self._t0
         done = f"{self.n}/{self.total} ({100.0 * self.n / self.total:.0f}%)" if self.total else f"{self.n}"
-        rate = f", {self.n / elapsed:.2f} {self.unit}/s" if elapsed > 0 and self.n else ""
+        done_here = self.n - self._start
+        rate = f", {done_here / elapsed:.2f} {self.unit}/s" if elapsed > 0 and done_here else ""
         post = f", {self.postfix}" if self.postfix else ""
         print(f"{self.desc}: {done} {self.unit}s in {elapsed:.0f} s{rate}{post}", file=self.file, flush=True)
 
     def close(self):
         if not self._closed:
             self._closed = True
-            if self.n:
+            if self.n > self._start:
                 self._line()
 
     def refresh(self):

@@ -221,3 +221,46 @@ def test_ibug68_path_for_models_without_the_mediapipe_embedding(tmp_path, body, 
     res = f.run(progress=False)
     assert res.stats["coarse"]["landmark_nme"] < 0.03
     assert res.stats["detail"]["normal_deg"] < res.stats["coarse"]["normal_deg"]
+
+
+def test_fit_video_library_call_in_memory_and_saved(tmp_path, monkeypatch):
+    """fit_video is the library entry point: out=None writes nothing; with out it saves the same rep the
+    CLI would (same seed -> same tensors)."""
+    from headrep.fitting import FitConfig, fit_video
+    from headrep.rep import HeadRep
+    from headrep.samples import sample_path
+
+    try:
+        video = sample_path("single_face.mp4")
+    except Exception as exc:
+        pytest.skip(f"sample videos unavailable: {exc}")
+    monkeypatch.chdir(tmp_path)
+    cfg = FitConfig(coarse_steps=15, detail_epochs=1, window=4)
+    rep = fit_video(video, config=cfg, frames=slice(0, 4), progress=False)
+    assert list(tmp_path.iterdir()) == []                                   # nothing written
+    assert rep.num_frames == 4 and rep.path is None and rep.meta["fit"]["coarse_steps"] == 15
+    assert rep.meta["fit"]["frames"] == "0:4"
+    saved = fit_video(video, tmp_path / "rep", cfg, frames=slice(0, 4), progress=False)
+    again = HeadRep.load(tmp_path / "rep")
+    assert saved.path == tmp_path / "rep" and not (tmp_path / "rep" / ".fit-checkpoint").exists()
+    for k in ("betas", "expression", "pose", "static_offsets", "dynamic_offsets"):
+        assert torch.equal(rep.tensors[k], again.tensors[k]), k
+
+
+def test_fit_log_is_short_and_free_of_native_log_lines(tmp_path):
+    """In a log (stderr is a pipe) progress is a line every few seconds, never one per step, and MediaPipe's C++
+    start-up lines (absl `W0000 …`, TFLite `INFO: Created …`) do not reach it; Python's own output does."""
+    from headrep.samples import sample_path
+
+    try:
+        video = sample_path("single_face.mp4")
+    except Exception as exc:
+        pytest.skip(f"sample videos unavailable: {exc}")
+    r = _cli("fit", video, "-o", tmp_path / "rep", "--frames", "0:6", "--coarse-steps", "60", "--detail-epochs", "3",
+             "--window", "2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = r.stdout + r.stderr
+    assert "W0000" not in log and "I0000" not in log and "TensorFlow Lite" not in log, log
+    assert len(log.splitlines()) < 25, log              # 69 optimisation steps: far fewer lines than steps
+    assert "stage 1 coarse: 60/60" in r.stderr          # each bar's closing line says where it ended
+    assert "STAND-IN" in r.stderr                       # Python's own messages are still there

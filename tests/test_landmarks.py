@@ -1,4 +1,4 @@
-"""headrep.landmarks: face choice, invalid frames, stable boxes, exact crop mapping; real MediaPipe on samples."""
+"""headrep.fitting.landmarks: face choice, invalid frames, stable boxes, exact crop mapping; real MediaPipe on samples."""
 
 from __future__ import annotations
 

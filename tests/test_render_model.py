@@ -13,7 +13,7 @@ def test_render_model_writes_everything(tmp_path):
     assert cli.main(["render-model", "-o", str(out), "--resolution", "96", "--frames", "5", "--subdiv", "0"]) == 0
     names = {p.name for p in out.iterdir()}
     assert names == {"neutral_normal.png", "neutral_depth.png", "expressive_normal.png", "expressive_depth.png",
-                     "maps.npz", "turntable.mp4", "render_model.json"}
+                     "maps.npz", "turntable.mp4", "render_model.json", "expressions.png"}
     info = json.loads((out / "render_model.json").read_text())
     assert info["model"]["standin"] is True and "STAND-IN" in info["standin_notice"]
     maps = np.load(out / "maps.npz")

@@ -1,4 +1,4 @@
-"""Dense target estimators (headrep.targets): MediaPipe mesh targets against analytic geometry, the depth and
+"""Dense target estimators (headrep.fitting.targets): MediaPipe mesh targets against analytic geometry, the depth and
 normal losses, and user networks loaded from TorchScript / ONNX files."""
 
 import math

@@ -1,4 +1,4 @@
-"""Tests for headrep.topology: submesh, dense subdivision operator, masks, Laplacians."""
+"""Tests for headrep.model.topology: submesh, dense subdivision operator, masks, Laplacians."""
 
 import numpy as np
 import pytest

@@ -222,3 +222,34 @@ def test_bad_input(reps, body, tmp_path, capsys):
     # --resume with nothing to resume
     assert main(["train", "--reps", a, "-o", str(tmp_path / "m2.safetensors"), "--resume"] + SMALL) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_train_defaults_come_from_train_config(tmp_path, capsys, monkeypatch):
+    """One source for transfer's training defaults: `train()`, `transfer train --help` and the options all read
+    TrainConfig; --config sets fields; options given on the command line win."""
+    import json
+    from dataclasses import fields
+
+    from transfer.cli import build_parser, train_config_from_args
+    from transfer.errors import TransferError
+    from transfer.train import TrainConfig
+
+    def help_text():
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["train", "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
+    assert f"(default {TrainConfig().epochs}:" in help_text()
+    monkeypatch.setattr({f.name: f for f in fields(TrainConfig)}["epochs"], "default", 77)
+    assert "(default 77:" in help_text()
+    monkeypatch.undo()
+    args = build_parser().parse_args(["train", "--reps", "a", "-o", "m.safetensors"])
+    assert train_config_from_args(args) == TrainConfig()
+    cfg = tmp_path / "t.json"
+    cfg.write_text(json.dumps({"epochs": 3, "hidden": 16}))
+    args = build_parser().parse_args(["train", "--reps", "a", "-o", "m", "--config", str(cfg), "--hidden", "24"])
+    got = train_config_from_args(args)
+    assert (got.epochs, got.hidden, got.lr) == (3, 24, TrainConfig().lr)
+    cfg.write_text(json.dumps({"epoch": 3}))
+    with pytest.raises(TransferError, match="unknown TrainConfig key"):
+        train_config_from_args(args)

@@ -1,4 +1,4 @@
-"""headrep.video.load_frames: videos, image folders, single images, selection, downscale, clear errors."""
+"""headrep.fitting.video.load_frames: videos, image folders, single images, selection, downscale, clear errors."""
 
 from __future__ import annotations
 

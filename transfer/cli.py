@@ -11,6 +11,7 @@ import datetime as _dt
 import sys
 from pathlib import Path
 
+from headrep.devices import DEVICE_CHOICES, DEVICE_HELP
 from headrep.errors import HeadrepError, run_cli
 
 from .errors import TransferError
@@ -19,6 +20,7 @@ EPILOG_TRAIN = """\
 examples:
   transfer train --reps out/wolfgang out/single -o models/transfer.safetensors
   transfer train --reps out/wolfgang -o m.safetensors --resume   # continue an interrupted run (same settings)
+  transfer train --dataset data/corpus -o m.safetensors          # every fitted rep of `headrep dataset fit`
 
 Every valid frame of every rep is a sample: the identity's neutral dense geometry (U·M(β) + D_static), the
 driving signals (ψ_t, jaw_t) and the fitted D_dyn,t as the target. --val-fraction of each rep's frames are held
@@ -46,6 +48,42 @@ def _device(name: str) -> str:
     return str(resolve_device(name, TransferError))
 
 
+def _train_default(name: str):
+    from dataclasses import fields
+
+    from .train import TrainConfig
+
+    return {f.name: f.default for f in fields(TrainConfig)}[name]
+
+
+#: `transfer train` option dest -> TrainConfig field
+TRAIN_OPTIONS = ("epochs", "batch", "lr", "val_fraction", "vertices_per_step", "hidden", "code", "seed")
+
+
+def train_config_from_args(args):
+    """TrainConfig defaults, then --config FILE, then the options given on the command line."""
+    from .train import TrainConfig, with_overrides
+
+    given = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
+    if args.config is not None:
+        return TrainConfig.from_file(args.config, **given)
+    return with_overrides(TrainConfig(), given)
+
+
+def _train_reps(args) -> list[str]:
+    """--reps as given, or the fitted reps of --dataset (headrep.dataset.fitted_reps)."""
+    if args.reps:
+        return list(args.reps)
+    from headrep.dataset import fitted_reps
+
+    try:
+        return [str(p) for p in fitted_reps(args.dataset)]
+    except TransferError:
+        raise
+    except HeadrepError as exc:
+        raise TransferError(str(exc)) from None
+
+
 def _checkpoint_path(out: Path) -> Path:
     return out.with_name(out.name + ".ckpt")
 
@@ -64,22 +102,20 @@ def cmd_train(args) -> int:
         raise TransferError(f"{out} exists; pass --overwrite to replace it")
     if args.resume and not ckpt.is_file():
         raise TransferError(f"nothing to resume: {ckpt} does not exist")
-    if args.epochs < 1:
-        raise TransferError(f"--epochs must be at least 1, got {args.epochs}")
-    if not 0 <= args.val_fraction < 1:
-        raise TransferError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    cfg = train_config_from_args(args)
+    if cfg.epochs < 1:
+        raise TransferError(f"--epochs must be at least 1, got {cfg.epochs}")
+    if not 0 <= cfg.val_fraction < 1:
+        raise TransferError(f"--val-fraction must be in [0, 1), got {cfg.val_fraction}")
     device = _device(args.device)
-    datasets, records, key = load_training_reps(args.reps, body_model=args.body_model)
+    datasets, records, key = load_training_reps(_train_reps(args), body_model=args.body_model)
     n_frames = sum(r["valid_frames"] for r in records)
     print(f"transfer train: {len(records)} rep(s), {n_frames} valid frames, {key['num_face_vertices']} face "
           f"vertices, device {device}" + (f", resuming from {ckpt}" if args.resume else ""), file=sys.stderr)
     if any(r["standin"] for r in records):
         print("transfer train: the reps were fitted with the procedural STAND-IN model (not SMPL-X)",
               file=sys.stderr)
-    model, hist = train(datasets, epochs=args.epochs, lr=args.lr, batch=args.batch, seed=args.seed,
-                        val_fraction=args.val_fraction, vertices_per_step=args.vertices_per_step or None,
-                        device=device, checkpoint=ckpt, resume=args.resume, threads=args.threads,
-                        hidden=args.hidden, code=args.code)
+    model, hist = train(datasets, cfg, device=device, checkpoint=ckpt, resume=args.resume, threads=args.threads)
     training = {"reps": records, "identity": key, "settings": hist["config"], "split": hist["split"],
                 "final": {"train_mse_mm2": hist["train_mse_mm2"][-1],
                           "val_mean_mm": hist["val_mean_mm"][-1] if hist["val_mean_mm"] else None},
@@ -134,21 +170,28 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the expression encoder E and vertex MLP G on fitted reps",
                        description="Train the identity-adaptive expression-transfer model on HeadReps.",
                        epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--reps", nargs="+", required=True, metavar="REP", help="HeadRep folders from `headrep fit`")
+    reps = t.add_mutually_exclusive_group(required=True)
+    reps.add_argument("--reps", nargs="+", metavar="REP", help="HeadRep folders from `headrep fit`")
+    reps.add_argument("--dataset", metavar="DATASET",
+                      help="every fitted rep of a dataset folder from `headrep dataset fit` (manifest order)")
     t.add_argument("-o", "--out", required=True, metavar="MODEL", help="the model file to write (.safetensors)")
-    t.add_argument("--epochs", type=int, default=15,
-                   help="passes over the training frames (default 15: on real fits longer training overfits the "
-                        "held-out frames, see benchmarks/transfer.py)")
-    t.add_argument("--batch", type=int, default=8, help="frames per step (default 8)")
-    t.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, cosine-decayed to 1/20 (default 2e-3)")
-    t.add_argument("--val-fraction", type=float, default=0.1,
-                   help="fraction of each rep's valid frames held out for validation (default 0.1)")
-    t.add_argument("--vertices-per-step", type=int, default=2048,
-                   help="random face vertices per step (default 2048; 0 = all, slower on a CPU)")
-    t.add_argument("--hidden", type=int, default=128, help="width of G's hidden layers (default 128)")
-    t.add_argument("--code", type=int, default=32, help="size of the expression code z (default 32)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    d = _train_default
+    t.add_argument("--config", default=None, metavar="FILE.json",
+                   help="TrainConfig fields as a JSON object (any subset; see transfer/train.py); options win")
+    t.add_argument("--epochs", type=int, default=None,
+                   help=f"passes over the training frames (default {d('epochs')}: on real fits longer training "
+                        "overfits the held-out frames, see benchmarks/expression_transfer.py)")
+    t.add_argument("--batch", type=int, default=None, help=f"frames per step (default {d('batch')})")
+    t.add_argument("--lr", type=float, default=None,
+                   help=f"Adam learning rate, cosine-decayed to 1/20 (default {d('lr')})")
+    t.add_argument("--val-fraction", type=float, default=None,
+                   help=f"fraction of each rep's valid frames held out for validation (default {d('val_fraction')})")
+    t.add_argument("--vertices-per-step", type=int, default=None,
+                   help=f"random face vertices per step (default {d('vertices_per_step')}; 0 = all, slower on a CPU)")
+    t.add_argument("--hidden", type=int, default=None, help=f"width of G's hidden layers (default {d('hidden')})")
+    t.add_argument("--code", type=int, default=None, help=f"size of the expression code z (default {d('code')})")
+    t.add_argument("--seed", type=int, default=None, help=f"random seed (default {d('seed')})")
+    t.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help=DEVICE_HELP)
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--resume", action="store_true", help="continue from MODEL.ckpt")
     t.add_argument("--overwrite", action="store_true", help="replace an existing MODEL")

@@ -18,7 +18,7 @@ import torch
 from headrep.model.meshops import vertex_normals
 
 SPACING = 0.022  # furrow spacing of the synthetic rule (m)
-BROW_RAISE = 3  # the stand-in's expression index of "brow_raise" (headrep.standin.EXPRESSION_NAMES)
+BROW_RAISE = 3  # the stand-in's expression index of "brow_raise" (headrep.model.standin.EXPRESSION_NAMES)
 
 
 def neutral_face(rep) -> tuple[torch.Tensor, torch.Tensor]:

@@ -94,7 +94,7 @@ def _boxes(tgt, tgt_ref: int, head: torch.Tensor, head_ref: torch.Tensor) -> np.
     px, py = (float(v) for v in tgt.principal)
 
     def project(h):
-        c = h.numpy() * np.array([1.0, -1.0, -1.0])   # model -> OpenCV camera (headrep.head.to_camera)
+        c = h.numpy() * np.array([1.0, -1.0, -1.0])   # model -> OpenCV camera (headrep.model.head.to_camera)
         return f * c[..., 0] / c[..., 2] + px, f * c[..., 1] / c[..., 2] + py, c[..., 2]
 
     x0, y0, side0 = (float(v) for v in tgt.boxes[tgt_ref])

@@ -7,7 +7,9 @@ the initialisation and the batches).
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +19,50 @@ from headrep.io import progress as progress_bar
 
 from .errors import TransferError
 from .model import ExpressionEncoder, OffsetMLP, TransferModel
+
+
+@dataclass
+class TrainConfig:
+    """Training settings: the one source of their defaults (`transfer train` reads its option defaults here,
+    and `--config FILE.json` sets any of them)."""
+
+    epochs: int = 15            # on real fits longer training overfits held-out frames (benchmarks/expression_transfer.py)
+    lr: float = 2e-3            # Adam, cosine-decayed to lr/20
+    batch: int = 8              # frames per step
+    seed: int = 0
+    val_fraction: float = 0.1   # of each identity's frames, held out
+    code: int = 32              # size of the expression code z
+    hidden: int = 128           # width of G's hidden layers
+    layers: int = 4
+    n_freq: int = 6             # positional-encoding frequencies of G
+    enc_hidden: int = 128
+    scale: float = 0.1
+    identity_features: bool = True   # False: the ablation (G sees a template instead of the identity)
+    anchor_rest: bool = True
+    vertices_per_step: int = 2048    # random face vertices per step (0 = all; faster on a CPU)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> "TrainConfig":
+        """Fields from a JSON object file (any subset), then ``overrides``; unknown keys are an error."""
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise TransferError(f"cannot read config {path}: {exc}") from None
+        if not isinstance(d, dict):
+            raise TransferError(f"config {path} must hold a JSON object of TrainConfig fields")
+        return with_overrides(cls(), {**d, **overrides}, str(path))
+
+
+def with_overrides(cfg: TrainConfig, overrides: dict, where: str = "train()") -> TrainConfig:
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TransferError(f"{where}: unknown TrainConfig key(s) {', '.join(unknown)}")
+    return replace(cfg, **overrides)
 
 
 def _check(datasets: list[dict]) -> tuple[int, int]:
@@ -97,13 +143,13 @@ def _save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
-def train(datasets: list[dict], epochs: int = 30, lr: float = 2e-3, batch: int = 8, seed: int = 0,
-          val_fraction: float = 0.1, progress: bool | None = None, *, code: int = 32, hidden: int = 128,
-          layers: int = 4, n_freq: int = 6, enc_hidden: int = 128, scale: float = 0.1,
-          identity_features: bool = True, anchor_rest: bool = True, vertices_per_step: int | None = None,
+def train(datasets: list[dict], config: TrainConfig | None = None, *, progress: bool | None = None,
           threads: int | None = None, device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
-          resume: bool = False, on_epoch: Callable[[int, dict], None] | None = None) -> tuple[TransferModel, dict]:
+          resume: bool = False, on_epoch: Callable[[int, dict], None] | None = None,
+          **settings) -> tuple[TransferModel, dict]:
     """Train E and G on ``datasets`` (sample dicts with the same face vertices). Returns (model, history).
+
+    ``config``: TrainConfig (defaults when None); keyword ``settings`` override its fields (``epochs=4``).
 
     history: {"train_mse_mm2": per epoch, "val_mse_mm2", "val_mean_mm": per epoch (when there are validation
     frames), "split": {"train": n, "val": n}, "config": the training settings, "seconds": training time}. The
@@ -120,6 +166,11 @@ def train(datasets: list[dict], epochs: int = 30, lr: float = 2e-3, batch: int =
     """
     import time
 
+    cfg = with_overrides(config or TrainConfig(), settings)
+    (epochs, lr, batch, seed, val_fraction, code, hidden, layers, n_freq, enc_hidden, scale, identity_features,
+     anchor_rest) = (cfg.epochs, cfg.lr, cfg.batch, cfg.seed, cfg.val_fraction, cfg.code, cfg.hidden, cfg.layers,
+                     cfg.n_freq, cfg.enc_hidden, cfg.scale, cfg.identity_features, cfg.anchor_rest)
+    vertices_per_step = cfg.vertices_per_step or None
     nf, ne = _check(datasets)
     settings = dict(epochs=epochs, lr=lr, batch=batch, seed=seed, val_fraction=val_fraction, code=code,
                     hidden=hidden, layers=layers, n_freq=n_freq, enc_hidden=enc_hidden, scale=scale,

@@ -36,6 +36,7 @@ import numpy as np
 from headrep.errors import HeadrepError
 from headrep.io import crop_image, write_npz
 from headrep.model.constants import MP_TO_IBUG68, NUM_MP_POINTS as NUM_POINTS
+from headrep.fitting.quiet import quiet_native_stderr
 from headrep.fitting.video import Frames
 
 __all__ = ["NUM_POINTS", "Detection", "FaceDetector", "MediaPipeDetector", "FaceTrack", "track_faces",
@@ -80,13 +81,14 @@ class MediaPipeDetector(FaceDetector):
         except ImportError as exc:  # pragma: no cover - a broken install
             raise HeadrepError(f"mediapipe is not importable ({exc}); reinstall headrep's dependencies") from None
         self.video = bool(video)
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=not self.video,
-            max_num_faces=int(max_num_faces),
-            refine_landmarks=True,
-            min_detection_confidence=float(min_detection_confidence),
-            min_tracking_confidence=float(min_tracking_confidence),
-        )
+        with quiet_native_stderr():  # MediaPipe's C++ start-up log lines
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=not self.video,
+                max_num_faces=int(max_num_faces),
+                refine_landmarks=True,
+                min_detection_confidence=float(min_detection_confidence),
+                min_tracking_confidence=float(min_tracking_confidence),
+            )
 
     def detect(self, image_rgb: np.ndarray) -> list[Detection]:
         if self._mesh is None:
@@ -95,7 +97,8 @@ class MediaPipeDetector(FaceDetector):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"detect expects a uint8 RGB [H,W,3] image, got {image.dtype} {image.shape}")
         h, w = image.shape[:2]
-        result = self._mesh.process(image)
+        with quiet_native_stderr():
+            result = self._mesh.process(image)
         faces = []
         for face in result.multi_face_landmarks or ():
             pts = np.array([(lm.x, lm.y, lm.z) for lm in face.landmark], dtype=np.float32)
@@ -105,7 +108,8 @@ class MediaPipeDetector(FaceDetector):
 
     def close(self) -> None:
         if self._mesh is not None:
-            self._mesh.close()
+            with quiet_native_stderr():
+                self._mesh.close()
             self._mesh = None
 
     def __enter__(self) -> "MediaPipeDetector":

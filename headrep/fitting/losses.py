@@ -1,4 +1,4 @@
-"""Loss terms and metrics of the fitter that are not about dense targets (those live in `headrep.targets`).
+"""Loss terms and metrics of the fitter that are not about dense targets (those live in `headrep.fitting.targets`).
 
 Offsets enter the regularisers in millimetres so the weights are O(1) numbers; the Laplacian terms penalise
 `L·D` (the offset field), never `L·V` (which would flatten the head).

@@ -122,8 +122,8 @@ def fit_video(source, out=None, config: FitConfig | None = None, model=None, dev
         src = {"path": str(source), "kind": _source_kind(source), "fps": float(track.fps),
                "image_size": list(track.image_size), "scale": float(track.scale),
                "num_frames": int(len(track.indices))}
-        sel = None if frames is None else f"{frames.start or ''}:{frames.stop or ''}" + (
-            f":{frames.step}" if frames.step else "")
+        sel = None if frames is None else ":".join("" if v is None else str(v) for v in
+                                                   (frames.start, frames.stop, frames.step)).rstrip(":")
         fit_info = {**config.to_dict(), "estimator": targets.source, "stats": result.stats,
                     "total_seconds": time.perf_counter() - t0, "stride": stride, "frames": sel}
         rep = HeadRep.create(body, result.head, tensors, src, config.resolution, fit_info)

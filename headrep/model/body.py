@@ -1,7 +1,7 @@
 """Loading any SMPL-X-format model file through `smplx`, the head-and-shoulders subset S, face regions and
 landmark embeddings.
 
-The licensed `SMPLX_NEUTRAL.npz` and the procedural stand-in (`headrep.standin`) take exactly the same path:
+The licensed `SMPLX_NEUTRAL.npz` and the procedural stand-in (`headrep.model.standin`) take exactly the same path:
 validate the file, build `smplx.SMPLX` from it, and run our forward on that module's buffers. Our forward is
 smplx's own LBS (same functions, same order) but also returns the unposed mesh and the joint transforms the
 dense head needs; a test checks it against `smplx.SMPLX.forward`.

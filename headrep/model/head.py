@@ -4,7 +4,7 @@
 
 M_S is the unposed SMPL-X mesh (template + shape + expression + pose correctives) on the subset S; the
 offsets live in the canonical (unposed) space so they move with the head. This module composes
-`headrep.body` and `headrep.topology`; it holds no per-video state.
+`headrep.model.body` and `headrep.model.topology`; it holds no per-video state.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ The licensed SMPL-X files cannot be had here, so the project generates a model o
   79-row yaw look-up table of silhouette points, as SMPL-X's `dynamic_lmk_*` arrays are.
 
 Every file written here carries the key `headrep_standin` so that no result made with it can pass for
-an SMPL-X result. Nothing here is used silently: `headrep.body.load_body_model` records the flag.
+an SMPL-X result. Nothing here is used silently: `headrep.model.body.load_body_model` records the flag.
 """
 
 from __future__ import annotations

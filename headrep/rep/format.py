@@ -272,7 +272,7 @@ def resolve_model(meta: dict, model: str | Path | None, where: str) -> Path:
     """The model file to rebuild a rep with, checked against the recorded sha256 (HeadrepError otherwise).
 
     ``model`` given: that file. Else the recorded path; for a stand-in rep whose recorded cache file is gone
-    or changed, the current stand-in (``headrep.standin.standin_path()``, regenerated as needed).
+    or changed, the current stand-in (``headrep.model.standin.standin_path()``, regenerated as needed).
     """
     from headrep.io import file_sha256
 
