@@ -291,7 +291,8 @@ def evaluate(pred: str | Path | Frames, gt: str | Path | Frames | None = None, o
     """Evaluate the generated video ``pred`` (see the module docs); returns the metrics.json content and,
     when ``out`` is given, writes the evaluation folder there. ``pred`` / ``gt`` may also be :class:`Frames`
     already in memory (e.g. generated frames before MP4 encoding). ``gt_rep``: a HeadRep of the real video to
-    take the real motion from instead of fitting it (positions = real frame indices). ``lpips_model`` /
+    take the real motion from instead of fitting it (positions = real frame indices). ``cond`` may also be
+    a uint8 array [F,H,W,3] holding the condition image of each generated frame (for the picture only). ``lpips_model`` /
     ``identity``: preloaded :class:`~generator.metrics.LPIPS` / :class:`~generator.metrics.FaceIdentity`."""
     from headrep.io import check_output_dir
     from headrep.io import progress as progress_bar
@@ -468,7 +469,10 @@ def evaluate(pred: str | Path | Frames, gt: str | Path | Frames | None = None, o
         "seconds": time.perf_counter() - t_start,
     }
     if out is not None:
-        cond_frames = _condition_frames(cond, G, si, hw)
+        if isinstance(cond, np.ndarray):     # one image per generated frame
+            cond_frames = _resize(np.asarray(cond)[pi], hw)
+        else:
+            cond_frames = _condition_frames(cond, G, si, hw)
         _write(Path(out), result, pred_f, gt_f, R_img, cond_frames, per, P.fps or 25.0, cfg)
     return result
 

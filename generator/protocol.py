@@ -77,6 +77,13 @@ def _generate(model, ref: np.ndarray, cond, cfg: ProtocolConfig) -> np.ndarray:
     return to_uint8_frames(video)
 
 
+def _condition_picture(cond) -> np.ndarray:
+    """The condition the model was given [C,F,H,W] in [-1, 1] as uint8 pictures [F,H,W,3] (normals or the
+    landmark drawing: its first three channels)."""
+    c = cond[:3].permute(1, 2, 3, 0).float().numpy()
+    return np.clip((c + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
+
+
 def _label(model) -> str:
     return f"generator: {model.condition}"
 
@@ -189,8 +196,8 @@ def _run(clips, models, checkpoints, out: Path, cfg: ProtocolConfig, transfer, F
             folder = base / model.condition
             folder.mkdir(parents=True, exist_ok=True)
             pred = _write_frames(folder / "generated.mp4", video, clip.meta.get("fps", 16))
-            run_eval(self_evals, _label(model), pred, folder, cond=clip.path if model.condition != "landmarks"
-                     else None, **{**kw, "ecfg": dict(kw["ecfg"])})
+            run_eval(self_evals, _label(model), pred, folder, cond=_condition_picture(cond),
+                     **{**kw, "ecfg": dict(kw["ecfg"])})
     # cross-reenactment
     if cfg.cross and len(clips) >= 2:
         from headrep.rep import HeadRep
@@ -235,7 +242,8 @@ def _run(clips, models, checkpoints, out: Path, cfg: ProtocolConfig, transfer, F
                     folder = base / model.condition
                     folder.mkdir(parents=True, exist_ok=True)
                     pred = _write_frames(folder / "generated.mp4", video, a.meta.get("fps", 16))
-                    run_eval(cross_evals, _label(model), pred, folder, **{**kw, "ecfg": dict(kw["ecfg"])})
+                    run_eval(cross_evals, _label(model), pred, folder, cond=_condition_picture(cond),
+                             **{**kw, "ecfg": dict(kw["ecfg"])})
     self_rows = _aggregate(self_evals, COLUMNS_SELF)
     cross_rows = _aggregate(cross_evals, COLUMNS_CROSS)
     n_clips = len(clips)
