@@ -198,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     from headrep.commands import fit
 
     fit.add_parser(sub)
+    __import__("headrep.commands.dataset", fromlist=["add_parser"]).add_parser(sub)
     _add_render_model(sub)
     _add_rep_render(sub)
     _add_export(sub)
