@@ -365,28 +365,33 @@ def evaluate(pred: str | Path | Frames, gt: str | Path | Frames | None = None, o
         cost[name] = cost.get(name, 0.0) + time.perf_counter() - t0
         return r
 
-    if gt_f is not None:
-        lp = None
-        if cfg.lpips:
-            lp = lpips_model or timed("lpips_load", lambda: M.load_lpips())
-        bar = progress_bar(None, T, "evaluate", enabled=None if progress else False)
-        for k in range(0, T, 8):
-            sl = slice(k, min(T, k + 8))
-            a, b = pred_f[sl], gt_f[sl]
+    lp = fi = None
+    if gt_f is not None and cfg.lpips:
+        lp = lpips_model or timed("lpips_load", lambda: M.load_lpips())
+    if cfg.csim:
+        fi = identity or timed("csim_load", lambda: M.FaceIdentity())
+    emb_pred, emb_gt = [], []
+    bar = progress_bar(None, T, "evaluate", enabled=None if progress else False)
+    for k in range(0, T, 8):                # one bar over the per-frame metrics (the fits have their own)
+        sl = slice(k, min(T, k + 8))
+        a = pred_f[sl]
+        if gt_f is not None:
+            b = gt_f[sl]
             per["psnr"][sl] = timed("psnr", lambda: [M.psnr(x, y) for x, y in zip(a, b)])
             per["l1"][sl] = timed("l1", lambda: [M.l1(x, y) for x, y in zip(a, b)])
             per["ssim"][sl] = timed("ssim", lambda: M.ssim_batch(a, b))
             if lp is not None:
                 per["lpips"][sl] = timed("lpips", lambda: lp.distance(a, b))
-            bar.update(sl.stop - sl.start)
-        bar.close()
+        if fi is not None:
+            emb_pred += timed("csim", lambda: [fi.embed(f) for f in a])
+            if gt_f is not None:
+                emb_gt += timed("csim", lambda: [fi.embed(f) for f in b])
+        bar.update(sl.stop - sl.start)
+    bar.close()
     counts = {"frames": T}
-    if cfg.csim:
-        fi = identity or timed("csim_load", lambda: M.FaceIdentity())
-        emb_pred = timed("csim", lambda: [fi.embed(f) for f in pred_f])
+    if fi is not None:
         counts["no_face_generated"] = sum(e is None for e in emb_pred)
         if gt_f is not None:
-            emb_gt = timed("csim", lambda: [fi.embed(f) for f in gt_f])
             counts["no_face_real"] = sum(e is None for e in emb_gt)
             per["csim"][:] = [M.cosine(a, b) for a, b in zip(emb_pred, emb_gt)]
         if R_img is not None:
