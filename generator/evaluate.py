@@ -332,8 +332,6 @@ def evaluate(pred: str | Path | Frames, gt: str | Path | Frames | None = None, o
                                   f"{G.path.name} at {G.fps:.3f} fps; compare videos of one rate")
     n_src = len(G.images) if G is not None else (D.num_frames if D is not None else None)
     src_name = f"--gt {G.path.name}" if G is not None else f"--driver {Path(driver).name}"
-    if G is not None and D is not None and D.num_frames < len(G.images):
-        n_src = len(G.images)  # the driver must still cover the compared frames (checked below)
     pi, si = _alignment(len(P.images), n_src, cfg, src_name)
     if D is not None and si[-1] >= D.num_frames:
         raise GeneratorInputError(f"--driver has {D.num_frames} frames; the compared frames need up to {si[-1]}")
