@@ -82,17 +82,51 @@ def _add_prepare(sub) -> None:
                      "in the same crops, a reference frame and the face mask. Put several clip folders under one "
                      "folder and give that to `generator train --data`."),
     )
-    p.add_argument("--video", type=Path, required=True, help="the video the rep was fitted to")
-    p.add_argument("--rep", type=Path, required=True, help="its HeadRep folder (from `headrep fit`)")
-    p.add_argument("-o", "--out", type=Path, required=True, help="output clip folder")
-    p.add_argument("--resolution", type=int, default=None, help="frame size in pixels (square)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.add_argument("--video", type=Path, default=None, help="the video the rep was fitted to")
+    p.add_argument("--rep", type=Path, default=None, help="its HeadRep folder (from `headrep fit`)")
+    p.add_argument("-o", "--out", type=Path, default=None, help="output clip folder")
+    p.add_argument("--dataset", type=Path, default=None, metavar="DATASET",
+                   help="instead of --video/--rep/-o: a clip for every fitted video of a `headrep dataset fit` "
+                        "folder, in DATASET/clips/ID (one Ray task each; rows become 'prepared'); then "
+                        "`generator train --data DATASET/clips`")
+    p.add_argument("--resolution", type=int, default=None, help="frame size in pixels (square; default 256)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OUT (with --dataset: prepare already prepared clips again)")
+    ray = p.add_argument_group("with --dataset (Ray; see `headrep dataset fit --help`)")
+    ray.add_argument("--address", default=None, metavar="auto|HOST:PORT", help="a running Ray cluster")
+    ray.add_argument("--cpus", type=int, default=None, metavar="N", help="CPUs of the local Ray (default all)")
+    ray.add_argument("--cpus-per-video", type=float, default=1, metavar="N", help="CPUs (threads) per clip task")
+    ray.add_argument("--max-retries", type=int, default=1, metavar="K", help="retries of a crashed task")
     p.set_defaults(func=_run_prepare)
+
+
+def _run_prepare_dataset(args) -> int:
+    from . import data
+
+    if args.video is not None or args.rep is not None or args.out is not None:
+        raise GeneratorInputError("--dataset prepares every fitted video of the dataset: leave out --video, --rep "
+                                  "and -o")
+    kw = {"resolution": args.resolution} if args.resolution else {}
+    res = data.prepare_dataset(args.dataset, overwrite=args.overwrite, address=args.address, num_cpus=args.cpus,
+                               cpus_per_video=args.cpus_per_video, max_retries=args.max_retries, **kw)
+    ran = set(res["ran"])
+    failed = [r for r in res["rows"] if r["id"] in ran and r["status"] == "failed"]
+    done = len(ran) - len(failed)
+    print(f"prepared {done} clip(s) in {args.dataset / 'clips'} ({res['frames']} frames, {res['seconds']:.1f} s); "
+          f"{len(res['skipped'])} already prepared" + (f"; {len(failed)} failed:" if failed else ""))
+    for r in failed:
+        print(f"  {r['id']} ({r['source']}): {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _run_prepare(args) -> int:
     from . import data
 
+    if args.dataset is not None:
+        return _run_prepare_dataset(args)
+    missing = [o for o, v in (("--video", args.video), ("--rep", args.rep), ("-o", args.out)) if v is None]
+    if missing:
+        raise GeneratorInputError(f"prepare needs --video, --rep and -o (missing: {', '.join(missing)}), or --dataset")
     kw = {"resolution": args.resolution} if args.resolution else {}
     out = data.prepare_clip(args.video, args.rep, args.out, overwrite=args.overwrite, **kw)
     print(f"wrote {out}")
@@ -117,7 +151,8 @@ def _add_train(sub) -> None:
             "Several GPUs: accelerate launch --multi_gpu --num_processes N -m generator.cli train ...\n"
             "(or torchrun --nproc_per_node N -m generator.cli train ...); --batch-size is per process."),
     )
-    p.add_argument("--data", type=Path, required=True, help="folder of clip folders")
+    p.add_argument("--data", type=Path, required=True,
+                   help="folder of clip folders (e.g. DATASET/clips of `generator prepare --dataset`)")
     p.add_argument("-o", "--out", type=Path, required=True, help="training output folder")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--base", type=Path, default=None, help="diffusers-format Wan2.1-T2V folder to fine-tune")
