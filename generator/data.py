@@ -88,7 +88,7 @@ _FILES = {
     "smplx_depth": "smplx_depth.npy", "landmarks68": "landmarks68.npy", "face_mask": "face_mask.npy",
 }
 REFERENCE_FILE = "reference.png"
-_CHUNK = 8  # frames rendered per batch (the CPU renderer is much faster on batches)
+_CHUNK = 16  # frames rendered per batch: each body-model forward and render call has a fixed cost (profiled: 8 -> 16 saves ~20%)
 
 
 def _note(msg: str) -> None:

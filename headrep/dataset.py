@@ -65,7 +65,7 @@ from typing import Callable, Iterable, Iterator
 from headrep.errors import HeadrepError
 
 __all__ = ["FORMAT", "VERSION", "MANIFEST", "STATUSES", "Manifest", "collect_videos", "fit_dataset", "fit_settings",
-           "fitted_reps", "limit_threads", "ray_session", "run_tasks", "settings_key", "summary_rows"]
+           "fit_task", "fitted_reps", "limit_threads", "ray_session", "run_tasks", "settings_key", "summary_rows"]
 
 FORMAT = "headrep.dataset"
 VERSION = 1
@@ -448,17 +448,18 @@ def _error_of(exc: BaseException) -> tuple[str, str | None]:
 
 def run_tasks(fn: Callable, jobs: list[tuple[str, dict]], on_result: Callable[[str, dict], None],
               cpus: float = 1, gpus: float = 0, max_retries: int = 1, slots: int | None = None,
-              on_tick: Callable[[int], None] | None = None) -> None:
+              on_tick: Callable[[int], None] | None = None, threads: int | None = None) -> None:
     """Run ``fn(**kwargs)`` for each (key, kwargs) of ``jobs`` as Ray tasks (Ray must be initialised, e.g. by
     :func:`ray_session`) asking for ``cpus`` CPUs and ``gpus`` GPUs each, at most ``slots`` at a time, and call
     ``on_result(key, result)`` in this process as each ends: the task's dict plus "ok", "seconds",
     "peak_rss_mb", "threads", "node", "finished"; {"ok": False, "error", "traceback"} when it failed. Input
     errors (HeadrepError) fail at once; crashes, lost workers and other exceptions are retried ``max_retries``
-    times. ``on_tick(running)`` is called about once a second. On KeyboardInterrupt the running tasks are
-    cancelled (their workers killed) and the interrupt propagates."""
+    times. ``on_tick(running)`` is called about once a second. ``threads``: the task's torch/numba/OpenMP threads
+    (default: its CPUs, rounded; anything else oversubscribes or idles cores - the benchmark's contrast). On
+    KeyboardInterrupt the running tasks are cancelled (their workers killed) and the interrupt propagates."""
     import ray
 
-    threads = max(1, int(round(cpus)))
+    threads = max(1, int(round(cpus))) if threads is None else max(1, int(threads))
     remote = ray.remote(_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=max(0, int(max_retries)),
                                        retry_exceptions=max_retries > 0)
     if slots is None:
@@ -499,7 +500,7 @@ def run_tasks(fn: Callable, jobs: list[tuple[str, dict]], on_result: Callable[[s
 # fitting a dataset
 
 
-def _fit_one(source: str, out: str, config: dict, model: str | None, device: str, frames: str | None,
+def fit_task(source: str, out: str, config: dict, model: str | None, device: str, frames: str | None,
              stride: int, estimator: str | None, resume: bool) -> dict:
     """The body of one fit task: fit_video into ``out`` and the row's metrics."""
     from headrep.fitting import FitConfig, fit_video
@@ -671,7 +672,7 @@ def fit_dataset(videos: Iterable[str | os.PathLike], root: str | os.PathLike, co
                                  "frames/s": f"{stats['frames'] / dt:.2f}" if dt > 0 else "0"})
 
             try:
-                run_tasks(_fit_one, jobs, on_result, cpus=cpus_per_video, gpus=gpus_per_video,
+                run_tasks(fit_task, jobs, on_result, cpus=cpus_per_video, gpus=gpus_per_video,
                           max_retries=max_retries, on_tick=on_tick)
             finally:
                 on_tick(0)
