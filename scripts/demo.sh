@@ -41,3 +41,12 @@ Done. Results:
   out/single_as_wolfgang.mp4   its animation of the second person's reference frame along that motion
 (made with the procedural stand-in model, not SMPL-X; pass --model /path/to/SMPLX_NEUTRAL.npz for SMPL-X)
 MSG
+# The evaluation of what the demo trained (about a minute): the tiny generator re-animates the training clip
+# from its reference frame along the clip's own rep (self-reenactment on frames it was trained on, so an upper
+# bound for this model), compared with the real crops; the table ends the demo.
+generator animate --ref out/clips/single/reference.png --cond out/clips/single --start 1 --frames 17 \
+    --checkpoint out/generator -o out/single_self.mp4 --overwrite
+generator evaluate --pred out/single_self.mp4 --gt out/clips/single --offset 1 --frames 0:17 --stride 2 \
+    --ref out/clips/single/reference.png --fit-steps 100 -o out/evaluation --overwrite
+echo "  out/evaluation/              metrics.md (the table above), side_by_side.mp4 (real | generated | condition |"
+echo "                               |difference|), curves.png, per_frame.csv, metrics.json"
