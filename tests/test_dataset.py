@@ -245,3 +245,44 @@ def test_generator_prepare_dataset_equals_per_rep(fitted, tmp_path):
     assert len(ClipDataset(root, 5, 64, "normal_depth").clips) == 2   # or the dataset folder itself
     # a second run has nothing to do
     assert main(["prepare", "--dataset", str(root), "--resolution", "64"]) == 0
+
+
+def _job(kind: str, marker: str) -> dict:
+    """A task body for test_run_tasks_...: counts its attempts in ``marker``, then does what ``kind`` says."""
+    import numba
+
+    from headrep.errors import HeadrepError
+
+    p = Path(marker)
+    n = int(p.read_text()) + 1 if p.exists() else 1
+    p.write_text(str(n))
+    if kind == "input":
+        raise HeadrepError("no face here")
+    if kind == "boom":
+        raise RuntimeError(f"boom {n}")
+    if kind == "crash":
+        os._exit(3)
+    return {"torch": torch.get_num_threads(), "numba": numba.get_num_threads(), "omp": os.environ["OMP_NUM_THREADS"]}
+
+
+@pytest.mark.slow
+def test_run_tasks_retries_crashes_not_input_errors(tmp_path):
+    import ray
+    import ray.cloudpickle
+
+    from headrep.dataset import ray_session, run_tasks
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])   # workers cannot import this test module
+    got = {}
+    jobs = [(k, {"kind": k, "marker": str(tmp_path / k)}) for k in ("ok", "input", "boom", "crash")]
+    with ray_session(num_cpus=2, threads=1):
+        run_tasks(_job, jobs, lambda k, r: got.setdefault(k, r), cpus=1, max_retries=1)
+    assert not ray.is_initialized()                                     # the local Ray is stopped
+    attempts = {k: int((tmp_path / k).read_text()) for k in got}
+    assert got["ok"]["ok"] and (got["ok"]["torch"], got["ok"]["numba"], got["ok"]["omp"]) == (1, 1, "1")
+    assert got["ok"]["threads"] == 1 and got["ok"]["peak_rss_mb"] > 10
+    assert not got["input"]["ok"] and got["input"]["error"] == "no face here" and attempts["input"] == 1
+    assert not got["boom"]["ok"] and got["boom"]["error"].startswith("RuntimeError: boom 2") and attempts["boom"] == 2
+    assert "RuntimeError: boom 2" in got["boom"]["traceback"]
+    assert not got["crash"]["ok"] and attempts["crash"] == 2 and got["crash"]["error"]
+    print(got["crash"]["error"])
