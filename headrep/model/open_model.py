@@ -25,22 +25,23 @@ What the file holds (SMPL-X keys; the numbers are NOT SMPL-X numbers):
 * mesh: the head, neck, shoulders and upper chest of the body topology (triangulated quads) plus both
   eyeballs and the tongue; everything below `CUT_BELOW_SPINE3` m under the spine3 joint and the arms are cut
   off -- the pipeline only uses the head-and-shoulders subset, and the full body would make every file and
-  forward pass three times larger;
+  forward pass 2.5 times larger;
 * `v_template`: the mean of `NUM_SAMPLES` sampled adults (phenotypes in adult ranges -- not Anny's all-0.5
-  default, a 13-year-old -- plus local modifiers of the head, face and neck at sliders ~ N(0, 0.3));
+  default, a 13-year-old -- plus local modifiers of the head, face and neck at sliders ~ N(0, 0.3), in
+  antithetic pairs and with their mirror images, so the mean face is exactly symmetric);
 * `shapedirs[..., :300]`: `NUM_PCA` principal components of those adults (unit = one standard deviation;
   each sample aligned on its neck joint so that stature does not become a translation of the head; the head
   weighted 4x, so the first 10 or 16 slots are the strongest face identity directions), then both one-sided
   targets of every local modifier (`shape_names` in the metadata; unit = the modifier's full slider);
 * `shapedirs[..., 300:352]`: the 52 ARKit face units (unit = full activation), ordered by `EXPRESSION_ORDER` so
   that the first 10 / 16 / 50 carry the most used ones, with left/right pairs adjacent;
-* joints: the 163 bones summed into SMPL-X's 55 (`BONE_TO_SMPLX`): jaw + lips + tongue -> 22, eye.L/R -> 23/24,
+* joints: the 163 bones summed into SMPL-X's 55 (`_SMPLX_JOINT_OF_BONE`): jaw + lips + tongue -> 22, eye.L/R -> 23/24,
   the other face bones -> head 15, neck01-03 -> 12, twist bones merged into their joint; skinning weights
   summed accordingly, and the jaw/head split smoothed within 16 mm of the mouth corners (the rig's own split
   tears the commissures when joint 22 turns);
 * `J_regressor`: rows fitted over the template and every shape and expression direction to the rig's joint
   positions (means of its helper cubes), non-negative and summing to one for the joints inside the bust
-  (9, 12-17, 22-24; convex combinations of nearby vertices), affine (signed, summing to one) for the body
+  (9, 12-15, 22-24; convex combinations of nearby vertices), affine (signed, summing to one) for the body
   joints the bust does not contain, which the head pipeline never poses; `joint_error_mm` in the metadata;
 * `posedirs`: zeros (Anny has no pose correctives);
 * `mp478_*`: MediaPipe's canonical face (shipped in assets/) fitted onto the Anny face -- similarity ICP, then
@@ -54,7 +55,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -446,26 +446,6 @@ def _local_targets(wheel: _Wheel, n: int):
 # mesh helpers
 
 
-def _boundary_loops(f: np.ndarray) -> list[np.ndarray]:
-    edges = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    key = {tuple(e) for e in edges.tolist()}
-    nxt = {}
-    for a, b in edges.tolist():
-        if (b, a) not in key:
-            nxt[a] = b
-    loops, seen = [], set()
-    for start in list(nxt):
-        if start in seen:
-            continue
-        loop = [start]
-        seen.add(start)
-        while nxt.get(loop[-1], start) != start and nxt[loop[-1]] not in seen:
-            loop.append(nxt[loop[-1]])
-            seen.add(loop[-1])
-        loops.append(np.array(loop))
-    return loops
-
-
 def _closest_points(v, f, pts, faces=None):
     """Closest point on the triangles `faces` of (v, f) for each of pts: (face ids, barycentrics, points)."""
     import open3d as o3d
@@ -648,7 +628,10 @@ def build_open_arrays(wheel_path: Path | None = None, samples: int = NUM_SAMPLES
                            units[EXPRESSION_ORDER.index("jawOpen")][v_idx])
     weights = _smooth_mouth_corners(v_template, f_parts["body"], weights, emb["points"][[78, 308]])
     lmk_faces, lmk_bary = emb["faces"][MP_TO_IBUG68[17:]], emb["bary"][MP_TO_IBUG68[17:]]
-    dyn_faces, dyn_bary = _dynamic_contour(v_template, f, n_skin, emb["points"], J_rest)
+    # the pinnae: what the ear-flap modifiers move (the other ear modifiers also drag the skin around them)
+    ear_ids = [i for i, name in enumerate(src.local_names) if name.startswith(("l-ear-flap", "r-ear-flap"))]
+    ears = (np.linalg.norm(src.local[ear_ids][:, v_idx], axis=-1) > 1e-3).any(0)
+    dyn_faces, dyn_bary = _dynamic_contour(v_template, f, n_skin, emb["points"], J_rest, ears)
     timings["landmarks_s"] = time.perf_counter() - t_l
 
     vj = _vertex_joint_ids(v_template, f, n_skin, emb["points"], weights)
@@ -983,11 +966,13 @@ def _front_faces(v, skin_f, J_rest):
         & (np.abs(c[:, 0]) < 0.085) & (n[:, 2] > -0.2 * np.linalg.norm(n, axis=1))
 
 
-def _dynamic_contour(v, f, n_skin, mp_points, J_rest):
-    """79x17 yaw table of the iBUG contour points (as the stand-in's, on the skin only)."""
+def _dynamic_contour(v, f, n_skin, mp_points, J_rest, ears):
+    """79x17 yaw table of the iBUG contour points (as the stand-in's, on the skin without the ears: iBUG's
+    jaw line is the cheek's silhouette, and the ears would stand out of it)."""
     import open3d as o3d
 
-    skin_f = f[:n_skin]
+    keep = np.nonzero(~ears[f[:n_skin]].any(1))[0]
+    skin_f = f[keep]
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(skin_f.astype(np.uint32)))
     contour = mp_points[MP_TO_IBUG68[:17]]
@@ -1002,11 +987,14 @@ def _dynamic_contour(v, f, n_skin, mp_points, J_rest):
         d = contour[k, :2] - centre[:2]
         d = d / np.linalg.norm(d)
         dirs = np.cos(angles)[:, None] * [0, 0, 1] + np.sin(angles)[:, None] * [d[0], d[1], 0]
-        rays = np.concatenate([np.repeat(centre[None], len(dirs), 0), dirs], 1).astype(np.float32)
+        # cast from outside inward: the first hit is the outer skin, not the mouth cavity inside it
+        far = 0.3
+        rays = np.concatenate([centre[None] + far * dirs, -dirs], 1).astype(np.float32)
         hit = scene.cast_rays(o3d.core.Tensor(rays))
-        t = hit["t_hit"].numpy()
-        ok = np.isfinite(t) & (t < 0.16)
-        ok &= centre[1] + t * dirs[:, 1] > chin_y - 0.012
+        t = far - hit["t_hit"].numpy()  # distance from the centre
+        ok = np.isfinite(t) & (t > 0) & (t < 0.16)
+        # the face's outline: not below the chin, and in front of the jaw hinge (not under the jaw / the neck)
+        ok &= (centre[1] + t * dirs[:, 1] > chin_y - 0.005) & (centre[2] + t * dirs[:, 2] > J_rest[22, 2] + 0.015)
         prim = hit["primitive_ids"].numpy()[ok].astype(np.int64)
         uv = hit["primitive_uvs"].numpy()[ok].astype(np.float64)
         bary = np.stack([1 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], 1)
@@ -1021,7 +1009,7 @@ def _dynamic_contour(v, f, n_skin, mp_points, J_rest):
             rx = cy * pts[:, 0] + sy * (pts[:, 2] - centre[2])
             score = rx * d[0] + pts[:, 1] * d[1]
             i = int(np.argmax(score))
-            faces_tab[row, k], bary_tab[row, k] = prim[i], bary[i]
+            faces_tab[row, k], bary_tab[row, k] = keep[prim[i]], bary[i]
     return faces_tab, bary_tab
 
 
