@@ -165,6 +165,19 @@ class Manifest:
                     return r
         raise HeadrepError(f"dataset {self.root}: no row {row_id!r}")
 
+    def update_many(self, changes: dict[str, dict]) -> None:
+        """Change fields of several rows ({id: fields}) in one atomic rewrite (a corpus's worth of rows at once)."""
+        if not changes:
+            return
+        with self.locked():
+            rows = self.read()
+            now = _now()
+            for r in rows:
+                if r["id"] in changes:
+                    r.update(changes[r["id"]])
+                    r["updated"] = now
+            self._write(rows)
+
     def info(self) -> dict:
         p = self.root / INFO
         if not p.is_file():
@@ -394,7 +407,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, threads
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import logging
 
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise HeadrepError("Ray is not installed here: pip install 'ray>=2.60'") from None
 
     if ray.is_initialized():  # a caller (a notebook, a test) already connected: use that cluster as it is
         res = ray.cluster_resources()
@@ -571,7 +587,7 @@ def fit_dataset(videos: Iterable[str | os.PathLike], root: str | os.PathLike, co
         raise HeadrepError(f"--max-retries must be 0 or more, got {max_retries}")
     paths = collect_videos(videos)
     body = model if isinstance(model, BodyModel) else BodyModel(model)  # a bad model fails here, once
-    model_arg = str(body.path) if not body.is_standin else (str(model) if model is not None else None)
+    model_arg = None if body.is_standin and not isinstance(model, (str, os.PathLike)) else str(body.path)
     settings = fit_settings(config, body.sha256, frames, stride, estimator)
     key = settings_key(settings)
     root.mkdir(parents=True, exist_ok=True)
@@ -593,9 +609,10 @@ def fit_dataset(videos: Iterable[str | os.PathLike], root: str | os.PathLike, co
     man.write_info(fit={"config": config.to_dict(), "model": model_arg, "model_sha256": body.sha256,
                         "frames": frames, "stride": int(stride), "estimator": estimator})
 
-    # what to run
-    jobs, skipped, missing = [], [], []
-    for r in man.read():
+    # what to run (one manifest rewrite for all the rows' new fields)
+    jobs, skipped, missing, changes = [], [], [], {}
+    rows = man.read()
+    for r in progress_bar(rows, len(rows), "dataset check", unit="video", enabled=progress and len(rows) > 50):
         src = Path(r["source"])
         probe = _probe(src, r)
         same = probe["sha256"] is not None and probe["sha256"] == r["sha256"] and r["settings_key"] == key
@@ -622,21 +639,23 @@ def fit_dataset(videos: Iterable[str | os.PathLike], root: str | os.PathLike, co
             shutil.rmtree(root / r["clip"], ignore_errors=True)
             fields.update(clip=None, prepare=None)
         if not src.is_file():
-            man.update(r["id"], **{**fields, "status": "failed", "stage": "fit",
-                                   "error": f"input {src} does not exist" if not src.exists()
-                                   else f"input {src} is not a file"})
+            changes[r["id"]] = {**fields, "status": "failed", "stage": "fit",
+                                "error": f"input {src} does not exist" if not src.exists()
+                                else f"input {src} is not a file"}
             missing.append(r["id"])
             continue
-        man.update(r["id"], **fields)
+        changes[r["id"]] = fields
         jobs.append((r["id"], {"source": str(src), "out": str(out), "config": config.to_dict(), "model": model_arg,
                                "device": "cuda" if gpus_per_video > 0 else device, "frames": frames,
                                "stride": int(stride), "estimator": estimator, "resume": can_resume}))
+    man.update_many(changes)
     ran: list[str] = list(missing)
     stats = {"fitted": 0, "failed": len(missing), "frames": 0, "running": 0}
     t0 = time.perf_counter()
     info = {"address": None, "local": True, "cpus": 0, "gpus": 0, "start_seconds": 0.0}
     if skipped:
-        say(f"headrep dataset: {len(skipped)} video(s) already done with the same file and settings: skipped")
+        say(f"headrep dataset: {len(skipped)} video(s) already fitted (or failed) with the same file and settings: "
+            f"skipped" + ("" if retry_failed else " (--retry-failed fits the failed ones again)"))
     if jobs:
         with ray_session(address, num_cpus, threads=max(1, int(round(cpus_per_video)))) as info:
             say(f"headrep dataset: {len(jobs)} video(s) to fit on Ray ({info['address']}: {info['cpus']:g} CPU, "
