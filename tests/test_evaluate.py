@@ -322,7 +322,7 @@ def test_apd_grows_with_a_known_head_rotation(man_frames):
         turned = video_motion(_rotate(man_frames, deg), 30.0, cfg)
         apd[deg] = float(np.nanmean(M.motion_distance(turned, base)[1]))
     roll = math.radians(8) / 3                 # a pure roll of 8° puts 0.14 rad on one of three components
-    assert 0.3 * roll < apd[8] < 3 * roll, apd
+    assert 0.6 * roll < apd[8] < 1.6 * roll, apd       # measured: 0.051 for 0.047 (16°: 0.097 for 0.093)
     assert apd[16] > 1.5 * apd[8], apd
 
 
