@@ -253,7 +253,10 @@ def _run(clips, models, checkpoints, out: Path, cfg: ProtocolConfig, transfer, F
         table += "\n\n" + format_table(cross_rows, COLUMNS_CROSS,
                                        f"Cross-reenactment ({n_clips * (n_clips - 1)} ordered pair(s))")
     table += ("\n\nCSIM (SFace) and AED/APD (headrep's tracker) are this project's definitions, not comparable "
-              "with papers' ArcFace / 3DMM numbers. No row for the rep's shaded render: reps carry no albedo yet.")
+              "with papers' ArcFace / 3DMM numbers; n/a: no face found in any compared frame (by SFace's detector "
+              "for CSIM, by the tracker for AED/APD). Cross-reenactment AED/APD compare a fit of the generated "
+              "crops with the driven rep (fitted on full frames), so they carry that difference of pipelines; "
+              "compare rows, not absolute values. No row for the rep's shaded render: reps carry no albedo yet.")
     result = {"format": "generator.evaluation-set", "version": 1, "config": asdict(cfg),
               "clips": [str(c.path) for c in clips], "checkpoints": [str(c) for c in checkpoints],
               "transfer": str(transfer) if transfer else None, "self": self_rows, "cross": cross_rows,
