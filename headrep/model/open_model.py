@@ -344,7 +344,7 @@ def _joint_definition(bones: dict, groups: dict, n_base: int) -> np.ndarray:
     return D
 
 
-def _phenotype_weights(values: dict, masks: np.ndarray, labels: list[str]) -> np.ndarray:
+def _phenotype_weights(values: dict, masks: np.ndarray) -> np.ndarray:
     """Anny's multilinear blend weights of the macrodetail targets (anny.models.phenotype, numpy port).
 
     values: {phenotype: [S] array in [0,1]} for gender, age, muscle, weight, height, proportions (race is
@@ -527,13 +527,12 @@ def build_open_arrays(wheel_path: Path | None = None, samples: int = NUM_SAMPLES
     # --- adult mean and the phenotype PCA (on the base mesh, aligned on the neck joint) --------------------
     rng = np.random.default_rng(seed)
     ph = {k: np.concatenate([a, a])[:samples] for k, a in _sample_adults(rng, samples - samples // 2).items()}
-    wts = _phenotype_weights(ph, src.macro_masks, src.macro_names)                       # [S, K]
+    wts = _phenotype_weights(ph, src.macro_masks)                                        # [S, K]
     X_ph = src.V[None] + np.einsum("sk,knc->snc", wts, src.macro, optimize=True)         # [S, n, 3]
     # each adult also gets random local modifiers: slider u ~ N(0, MODIFIER_SIGMA) per modifier (one value for
-    # its left and right versions, so the mean face stays symmetric), the increase target for u > 0 and the
-    # decrease target for u < 0 (they are one-sided, not opposites)
-    # Antithetic pairs (u and -u, same phenotype): sideways modifiers (nose/mouth/chin "trans-in-out", head
-    # angle) then cancel exactly in the mean instead of leaving sampling noise as an asymmetric template.
+    # its left and right versions), the increase target for u > 0 and the decrease target for u < 0 (they are
+    # one-sided, not opposites), in antithetic pairs (u and -u, same phenotype) so that sideways modifiers
+    # cancel in the mean instead of leaving sampling noise as an asymmetric template
     half = np.clip(rng.normal(0.0, MODIFIER_SIGMA, (samples - samples // 2, int(src.local_groups.max()) + 1)),
                    -1.0, 1.0)
     u = np.concatenate([half, -half])[:samples][:, src.local_groups[0::2]]
