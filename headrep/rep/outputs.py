@@ -94,6 +94,27 @@ def overlay_frame(crop: np.ndarray | None, maps: dict, detected: np.ndarray | No
 # ----------------------------------------------------------------------------------------------------------
 # render
 
+RENDER_BATCH = 16  # frames per body-model forward and rasterizer call: one frame per call costs ~4x more (profiled)
+
+
+def frame_maps(rep, R: int, ctx, batch: int = RENDER_BATCH) -> Iterator[dict]:
+    """What ``rep.render(t, R, ctx)`` returns, for t = 0, 1, ... in order, computed ``batch`` frames at a time
+    (one body-model forward and one render_maps call per batch: the per-call overheads dominated a frame's
+    time). Each dict also holds render_maps' other outputs (e.g. "rast") for that frame."""
+    from headrep.render.maps import render_maps
+
+    dev = getattr(ctx, "device", torch.device("cpu"))
+    faces = rep.head.faces_t.to(dev)
+    for k in range(0, rep.num_frames, batch):
+        idx = list(range(k, min(rep.num_frames, k + batch)))
+        cams = [rep.crop_camera(t, R) for t in idx]
+        v = rep.vertices(idx, space="camera").to(dev)
+        with torch.no_grad():
+            m = render_maps(ctx, v, faces, cams if len(cams) > 1 else cams[0])
+        m = {name: x.cpu() for name, x in m.items()}
+        for i, cam in enumerate(cams):
+            yield {**{name: x[i] for name, x in m.items()}, "camera": cam}
+
 
 def render_rep(rep_path: Path, out: Path | None = None, resolution: int | None = None, device: str = "auto",
                overwrite: bool = False, model: Path | None = None) -> Path:
@@ -132,8 +153,9 @@ def render_rep(rep_path: Path, out: Path | None = None, resolution: int | None =
         crops = source_crops(rep, R, notes)
         valid = rep.valid
         frames = rep.frames
+        batches = frame_maps(rep, R, ctx)
         for t in progress(range(T), T, "render"):
-            maps = rep.render(t, R, ctx)
+            maps = next(batches)  # = rep.render(t, R, ctx), rendered RENDER_BATCH frames at a time
             cam = maps["camera"]
             intrinsics[t] = (cam.fx, cam.fy, cam.cx, cam.cy)
             d, m = maps["depth"], maps["mask"]
