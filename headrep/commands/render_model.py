@@ -194,6 +194,7 @@ def run(model: Path | None, out: Path, resolution: int = 512, subdiv: int = 1, f
             },
         }
         (tmp / "render_model.json").write_text(json.dumps(info, indent=2))
-    print(f"wrote {out}/ (neutral_*.png, expressive_*.png, maps.npz, turntable.mp4, render_model.json) "
+    sheet = ", expressions.png" if body.model_meta.get("expression_names") else ""
+    print(f"wrote {out}/ (neutral_*.png, expressive_*.png{sheet}, maps.npz, turntable.mp4, render_model.json) "
           f"in {time.perf_counter() - t0:.1f} s")
     return out
