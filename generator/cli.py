@@ -133,6 +133,15 @@ def _run_prepare(args) -> int:
     return 0
 
 
+def _td(name: str):
+    """generator.train.TrainConfig's default for ``name``: the one source of the training defaults."""
+    from dataclasses import fields
+
+    from .train import TrainConfig
+
+    return {f.name: f.default for f in fields(TrainConfig)}[name]
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser(
         "train", help="fine-tune from a Wan2.1 base, or train a small model from scratch",
@@ -165,25 +174,25 @@ def _add_train(sub) -> None:
     p.add_argument("--condition", default=None, choices=list(CONDITION_CHANNELS),
                    help=COND_HELP + "; default normal_depth, or the --init model's")
     p.add_argument("--config", type=Path, default=None, help="JSON file of training settings")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 1000)")
-    p.add_argument("--batch-size", type=int, default=None, help="clips per step and GPU (default 1)")
-    p.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps (default 1)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-4)")
+    p.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default {_td('steps')})")
+    p.add_argument("--batch-size", type=int, default=None, help=f"clips per step and GPU (default {_td('batch_size')})")
+    p.add_argument("--grad-accum", type=int, default=None, help=f"gradient accumulation steps (default {_td('grad_accum')})")
+    p.add_argument("--lr", type=float, default=None, help=f"learning rate (default {_td('lr')})")
     p.add_argument("--frames", type=int, default=None, help="frames per clip, 4k+1 (default: the model's)")
     p.add_argument("--resolution", type=int, default=None, help="frame size, multiple of 16 (default: model's)")
     p.add_argument("--face-weight", type=float, default=None,
-                   help="extra loss weight inside the face mask (default 0: plain loss)")
+                   help=f"extra loss weight inside the face mask (default {_td('face_weight')}; 0: plain loss)")
     p.add_argument("--cond-drop", type=float, default=None,
-                   help="probability of dropping the condition, for guidance (default 0.1)")
+                   help=f"probability of dropping the condition, for guidance (default {_td('cond_drop')})")
     p.add_argument("--trainable", default=None, choices=["all", "adapters"],
                    help="all: DiT + encoders (default); adapters: encoders, patch embedding, null text only")
-    p.add_argument("--mixed-precision", default=None, choices=["no", "bf16", "fp16"], help="default no")
+    p.add_argument("--mixed-precision", default=None, choices=["no", "bf16", "fp16"], help=f"default {_td('mixed_precision')}")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None,
                    help="recompute DiT activations in the backward pass (less memory)")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (500)")
+    p.add_argument("--checkpoint-every", type=int, default=None, help=f"steps between checkpoints (default {_td('checkpoint_every')})")
     p.add_argument("--vae-steps", type=int, default=None,
                    help="VAE reconstruction steps before training (default 300 for an untrained VAE, else 0)")
-    p.add_argument("--seed", type=int, default=None, help="default 0")
+    p.add_argument("--seed", type=int, default=None, help=f"default {_td('seed')}")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="start over in a non-empty OUT")

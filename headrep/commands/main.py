@@ -195,10 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_samples(sub)
-    from headrep.commands import fit
+    from headrep.commands import dataset, fit, model
 
     fit.add_parser(sub)
-    __import__("headrep.commands.dataset", fromlist=["add_parser"]).add_parser(sub)
+    dataset.add_parser(sub)
+    model.add_parser(sub)
     _add_render_model(sub)
     _add_rep_render(sub)
     _add_export(sub)

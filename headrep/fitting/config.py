@@ -10,6 +10,10 @@ from pathlib import Path
 from headrep.errors import HeadrepError
 
 
+#: the data terms `--terms` chooses from (landmarks are always on: the coarse stage needs them)
+TERMS = ("landmarks", "normals", "silhouette", "photometric")
+
+
 @dataclass
 class FitConfig:
     resolution: int = 256            # square crop / render size in pixels
@@ -42,6 +46,39 @@ class FitConfig:
     w_dyn_mean: float = 1e-2         # the window's mean D_dyn is shared geometry: it belongs in D_static
     static_init_mm: float = 0.5      # initial outward D_static outside the face
     checkpoint_every: int = 200
+    # what the video supervises (a comma-separated subset of TERMS; terms whose data is missing are skipped)
+    terms: str = "landmarks,normals,silhouette,photometric"
+    # silhouette: the rendered coverage against the person mask above the neck (what shapes D_static outside
+    # the face: hair, ears); first a short D_static-only stage on it, then a term of the detail loss
+    w_silhouette: float = 2.0
+    silhouette_steps: int = 40       # D_static-only steps on the silhouette before the detail epochs
+    silhouette_frames: int = 4       # frames per such step (spread over the clip)
+    silhouette_downscale: int = 2    # rendered at R / this (an outline needs no full resolution)
+    lr_static_silhouette: float = 5e-3   # Adam step on the smooth parameterisation (see silhouette.SmoothField)
+    silhouette_smoothing: float = 40.0   # λ of (I + λL)⁻¹: how far one outline vertex's pull spreads
+    # photometric: albedo (static, per vertex) × SH shading (per frame) against the crop over visible skin
+    w_photometric: float = 2.0
+    photometric_eps: float = 0.01    # Charbonnier: sqrt(r² + eps²) in [0,1] colour units
+    photometric_outlier: float = 3.0  # pixels whose residual exceeds this × the frame's median are occluders
+    w_albedo_lap: float = 1e-2       # albedo smoothness on the mesh (no shading baked into it)
+    w_light_smooth: float = 1e-2     # per-frame lights change slowly
+    w_light_white: float = 1e-3      # lights close to white (colour belongs to the albedo)
+    lr_albedo: float = 1e-2
+    lr_light: float = 1e-2
+    occluded_frame: float = 0.6      # a frame whose face oval is covered more than this is left out (interpolated)
+
+    def __post_init__(self):
+        self.term_list()  # an unknown term name fails here, before any work
+
+    def term_list(self) -> tuple[str, ...]:
+        """The chosen data terms, validated (HeadrepError for an unknown name or without landmarks)."""
+        names = tuple(t.strip() for t in str(self.terms).split(",") if t.strip())
+        unknown = [t for t in names if t not in TERMS]
+        if unknown:
+            raise HeadrepError(f"unknown fitting term(s) {', '.join(unknown)}; choose from {', '.join(TERMS)}")
+        if "landmarks" not in names:
+            raise HeadrepError("the terms must include landmarks (the coarse stage fits them)")
+        return names
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -94,24 +94,106 @@ def term_dyn_mean(s: Step) -> torch.Tensor:
     return ((1e3 * s.p["dynamic"]).mean(0) ** 2).sum(-1).mean()
 
 
-#: name -> (function, FitConfig weight field, needs a render, needs the offsets)
+# --- silhouette and photometric terms ----------------------------------------------------------------------
+def silhouette_region(fitter, idx: torch.Tensor) -> torch.Tensor:
+    """[B,R,R] where the silhouette counts: rows above the neck, not occluded, frames with a person found."""
+    obs, i = fitter.obs, idx.numpy()
+    R = fitter.scene.R
+    rows = torch.arange(R)[None, :, None] < torch.as_tensor(obs.silhouette_rows[i])[:, None, None]
+    ok = torch.as_tensor(obs.has_person[i]) & fitter.valid_t[idx]
+    return rows & ~torch.as_tensor(obs.occluded[i]) & ok[:, None, None]
+
+
+def term_silhouette(s: Step) -> torch.Tensor:
+    """Mean squared difference of the antialiased coverage and the person mask over the silhouette region (the
+    antialiasing gives the vertices gradients at the mesh's outline)."""
+    region = silhouette_region(s.fitter, s.idx)
+    person = torch.as_tensor(s.fitter.obs.person[s.idx.numpy()])
+    return (((s.maps["mask"] - person) ** 2) * region).sum() / region.sum().clamp_min(1)
+
+
+def photometric_residual(fitter, idx, maps: dict, light: torch.Tensor):
+    """(shaded render [B,R,R,C], residual [B,R,R,C], weight [B,R,R]): albedo × SH(normal) against the crop,
+    weighted over visible, unoccluded skin; pixels whose residual is an outlier of their frame (a hand, hair
+    across the face: more than photometric_outlier × the frame's median) are left out."""
+    from headrep.render import shading
+
+    i = idx.numpy()
+    shaded = maps["albedo"] * shading(maps.get("shading_normal", maps["normal"]), light)
+    res = shaded - fitter.images[idx]
+    w = torch.as_tensor(fitter.obs.skin[i]) & (maps["rast"][..., 3] > 0) & fitter.valid_t[idx][:, None, None]
+    with torch.no_grad():
+        a = res.abs().mean(-1)
+        med = torch.stack([a[b][w[b]].median() if w[b].any() else a.new_zeros(()) for b in range(len(a))])
+        w = w & (a <= fitter.cfg.photometric_outlier * med.clamp_min(0.02)[:, None, None])
+    return shaded, res, w
+
+
+def term_photometric(s: Step) -> torch.Tensor:
+    """Charbonnier colour error of albedo × SH shading over visible skin (normals not detached: shading that
+    comes and goes moves D_dyn, what all frames share goes to D_static and the albedo)."""
+    _, res, w = photometric_residual(s.fitter, s.idx, s.maps, s.p["light"])
+    eps = s.cfg.photometric_eps
+    r = (res ** 2 + eps ** 2).sqrt() - eps
+    return (r.mean(-1) * w).sum() / w.sum().clamp_min(1)
+
+
+def term_albedo_lap(s: Step) -> torch.Tensor:
+    La = torch.sparse.mm(s.fitter.L, s.p["albedo"])
+    return (La ** 2).sum(-1).mean()
+
+
+def term_light_smooth(s: Step) -> torch.Tensor:
+    return losses.temporal_smoothness(s.p["light"])
+
+
+def term_light_white(s: Step) -> torch.Tensor:
+    light = s.p["light"]
+    return ((light - light.mean(-1, keepdim=True)) ** 2).mean()
+
+
+#: name -> (function, FitConfig weight field, needs a render, the data term it belongs to — or "offsets" for
+#: the offset regularisers, None for always)
 TERMS = {
-    "normal": (term_normal, "w_normal", True, False),
-    "depth": (term_depth, "w_depth", True, False),
-    "landmarks": (term_landmarks_detail, "w_landmarks_detail", False, False),
-    "static_mag": (term_static_mag, "w_static_mag", False, True),
-    "static_lap": (term_static_lap, "w_static_lap", False, True),
-    "dyn_mag": (term_dyn_mag, "w_dyn_mag", False, True),
-    "dyn_lap": (term_dyn_lap, "w_dyn_lap", False, True),
-    "dyn_smooth": (term_dyn_smooth, "w_dyn_smooth", False, True),
-    "dyn_mean": (term_dyn_mean, "w_dyn_mean", False, True),
+    "normal": (term_normal, "w_normal", True, "normals"),
+    "depth": (term_depth, "w_depth", True, "normals"),
+    "landmarks": (term_landmarks_detail, "w_landmarks_detail", False, None),
+    "silhouette": (term_silhouette, "w_silhouette", True, "silhouette"),
+    "photometric": (term_photometric, "w_photometric", True, "photometric"),
+    "albedo_lap": (term_albedo_lap, "w_albedo_lap", False, "photometric"),
+    "light_smooth": (term_light_smooth, "w_light_smooth", False, "photometric"),
+    "light_white": (term_light_white, "w_light_white", False, "photometric"),
+    "static_mag": (term_static_mag, "w_static_mag", False, "offsets"),
+    "static_lap": (term_static_lap, "w_static_lap", False, "offsets"),
+    "dyn_mag": (term_dyn_mag, "w_dyn_mag", False, "offsets"),
+    "dyn_lap": (term_dyn_lap, "w_dyn_lap", False, "offsets"),
+    "dyn_smooth": (term_dyn_smooth, "w_dyn_smooth", False, "offsets"),
+    "dyn_mean": (term_dyn_mean, "w_dyn_mean", False, "offsets"),
 }
 
 
 def active_terms(fitter) -> list[str]:
-    """The terms with a non-zero weight that apply to this fit (offset terms only when offsets are on)."""
+    """The loss terms with a non-zero weight whose data this fit has (fitter.terms: the data terms in use;
+    offset regularisers only when the offsets are fitted)."""
     c = fitter.cfg
-    return [n for n, (_, w, _, off) in TERMS.items() if getattr(c, w) and (c.offsets or not off)]
+    groups = set(fitter.terms) | ({"offsets"} if c.offsets else set())
+    return [n for n, (_, w, _, g) in TERMS.items() if getattr(c, w) and (g is None or g in groups)]
+
+
+def render_step(fitter, verts: torch.Tensor, idx: torch.Tensor, p: dict) -> dict:
+    """The maps a step needs. With the photometric term also the albedo and the shading normals, interpolated
+    over a fixed coverage: shading moves the geometry through its normals (wrinkles), not by sliding the
+    albedo over the image (which the landmarks and the silhouette already place)."""
+    cam = to_camera(verts)
+    if "photometric" not in fitter.terms:
+        return fitter.scene.render(cam, idx, float(p["focal"]))
+    from headrep.model import vertex_normals
+
+    attrs = {"albedo": p["albedo"], "shading_normal": vertex_normals(cam, fitter.scene.head.faces_t.long())}
+    maps = fitter.scene.render(cam, idx, float(p["focal"]), attributes=attrs, attributes_fixed_coverage=True)
+    n = maps["shading_normal"]
+    maps["shading_normal"] = n * torch.rsqrt((n * n).sum(-1, keepdim=True).clamp_min(1e-20))
+    return maps
 
 
 def detail_loss(fitter, idx: torch.Tensor, p: dict) -> tuple[torch.Tensor, dict]:
@@ -121,7 +203,7 @@ def detail_loss(fitter, idx: torch.Tensor, p: dict) -> tuple[torch.Tensor, dict]
     verts, pose = scene.dense(p, offsets=c.offsets)
     step = Step(fitter, idx, p, verts, pose, fitter.valid_t[idx])
     if any(TERMS[n][2] for n in names):
-        step.maps = scene.render(to_camera(verts), idx, float(p["focal"]))
+        step.maps = render_step(fitter, verts, idx, p)
     loss = priors(c, p) + smoothness(c, p)
     terms = {}
     for n in names:
@@ -148,11 +230,15 @@ def run_detail(fitter, progress: bool = True, start_epoch: int = 0, checkpoint: 
                 "tau": c.lr_detail * 0.05}
     if c.offsets:
         frame_lr["dynamic"] = c.lr_offsets
-    shared = ["betas"] + (["static"] if c.offsets else [])
+    photometric = "photometric" in fitter.terms
+    if photometric:
+        frame_lr["light"] = c.lr_light
+    shared = ["betas"] + (["static"] if c.offsets else []) + (["albedo"] if photometric else [])
     P.requires_grad(list(frame_lr) + shared)
     row_opts = {n: RowAdam(P[n], lr) for n, lr in frame_lr.items()}
     opt = torch.optim.Adam([{"params": [P.betas], "lr": c.lr_detail}]
-                           + ([{"params": [P.static], "lr": c.lr_offsets}] if c.offsets else []))
+                           + ([{"params": [P.static], "lr": c.lr_offsets}] if c.offsets else [])
+                           + ([{"params": [P.albedo], "lr": c.lr_albedo}] if photometric else []))
     if checkpoint is not None and "detail_opt" in checkpoint:
         opt.load_state_dict(checkpoint["detail_opt"])
         for n, o in row_opts.items():
@@ -178,7 +264,8 @@ def run_detail(fitter, progress: bool = True, start_epoch: int = 0, checkpoint: 
             step += 1
             bar.update(1)
             if step % 5 == 0:
-                bar.set_postfix({k: f"{v:.2e}" for k, v in terms.items() if k in ("normal", "depth", "landmarks")})
+                bar.set_postfix({k: f"{v:.2e}" for k, v in terms.items()
+                                 if k in ("normal", "depth", "landmarks", "silhouette", "photometric")})
         if every and (epoch + 1) % every == 0:
             fitter.checkpoints.save(fitter, "detail", epoch + 1, detail_opt=opt.state_dict(),
                                     row_opts={n: o.state_dict() for n, o in row_opts.items()})

@@ -1,21 +1,37 @@
-"""How well a fit explains the clip: landmark NME, normal and depth agreement with the dense targets."""
+"""How well a fit explains the clip: landmark NME, normal and depth agreement with the dense targets, the
+head-region silhouette IoU against the person mask, the photometric error over skin."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from headrep.fitting import losses
 from headrep.model import to_camera
 
 
+def head_region(obs, track, idx: np.ndarray, R: int) -> np.ndarray:
+    """[B,R,R] bool: rows above the chin (detected MediaPipe point 152), not occluded — where the head-region
+    IoU compares the person mask with the rendered coverage."""
+    from headrep.fitting.observe import MP_CHIN
+
+    chin = np.asarray(track.points)[idx, MP_CHIN, 1]
+    rows = np.arange(R)[None, :, None] < np.nan_to_num(chin, nan=-1.0)[:, None, None]
+    return rows & ~np.asarray(obs.occluded[idx])
+
+
 @torch.no_grad()
 def evaluate(fitter, offsets: bool = True, batch: int = 16) -> dict:
-    """NME (landmarks / inter-ocular distance), normal angular error (degrees) and scale-shift-invariant depth
-    error over the valid frames, on the target mask."""
+    """Over the valid frames: NME (landmarks / inter-ocular distance); with dense targets the normal angular
+    error (degrees) and scale-shift-invariant depth error on the target mask; with observations the
+    head-region silhouette IoU (person mask > 0.5 vs coverage > 0.5 above the chin) and, with the photometric
+    term, the mean L1 colour error over visible skin (0-1 units)."""
+    from headrep.fitting.detail import photometric_residual, render_step
     from headrep.fitting.targets import angular_normal_error, scale_shift_invariant_depth_error
 
-    scene, P, tg = fitter.scene, fitter.params, fitter.targets
-    nme, ang, dep, n_frames = [], [], [], 0
+    scene, P, tg, obs = fitter.scene, fitter.params, fitter.targets, fitter.obs
+    sums = {"nme": 0.0, "ang": 0.0, "dep": 0.0, "inter": 0.0, "union": 0.0, "pho": 0.0, "pho_n": 0.0}
+    n_frames = 0
     for s in range(0, scene.T, batch):
         idx = torch.arange(s, min(s + batch, scene.T))
         valid = fitter.valid_t[idx]
@@ -24,15 +40,34 @@ def evaluate(fitter, offsets: bool = True, batch: int = 16) -> dict:
         p = P.view(idx)
         verts, pose = scene.dense(p, offsets=offsets and fitter.cfg.offsets)
         lmk = scene.dense_landmarks(verts, pose, p["focal"])
-        nme.append(losses.landmark_nme(lmk, scene.det_full[idx], scene.iod[idx], valid) * int(valid.sum()))
-        maps = scene.render(to_camera(verts), idx, float(p["focal"]), antialias=False)
+        sums["nme"] += losses.landmark_nme(lmk, scene.det_full[idx], scene.iod[idx], valid) * int(valid.sum())
+        maps = render_step(fitter, verts, idx, p)
         i = idx.numpy()
-        tmask = torch.as_tensor(tg.mask[i]) & (maps["mask"] > 0.5) & valid[:, None, None]
-        a = angular_normal_error(maps["normal"], torch.as_tensor(tg.normal[i]), tmask)
-        ang.append(float(torch.nan_to_num(a[valid]).sum()))
-        if getattr(tg, "has_depth", True):
-            d, _ = scale_shift_invariant_depth_error(maps["depth"], torch.as_tensor(tg.depth[i]), tmask)
-            dep.append(float(torch.nan_to_num(d[valid]).sum()))
+        if tg is not None:
+            tmask = torch.as_tensor(tg.mask[i]) & (maps["mask"] > 0.5) & valid[:, None, None]
+            a = angular_normal_error(maps["normal"], torch.as_tensor(tg.normal[i]), tmask)
+            sums["ang"] += float(torch.nan_to_num(a[valid]).sum())
+            if getattr(tg, "has_depth", True):
+                d, _ = scale_shift_invariant_depth_error(maps["depth"], torch.as_tensor(tg.depth[i]), tmask)
+                sums["dep"] += float(torch.nan_to_num(d[valid]).sum())
+        if obs is not None:
+            keep = i[valid.numpy() & np.asarray(obs.has_person[i])]
+            if len(keep):
+                region = head_region(obs, fitter.track, keep, scene.R)
+                pos = np.searchsorted(i, keep)
+                person = np.asarray(obs.person[keep]) > 0.5
+                cover = maps["mask"][pos].numpy() > 0.5
+                sums["inter"] += float((person & cover & region).sum())
+                sums["union"] += float(((person | cover) & region).sum())
+            if "photometric" in fitter.terms and fitter.appearance_ready:  # albedo and lights fitted
+                _, res, w = photometric_residual(fitter, idx, maps, p["light"])
+                sums["pho"] += float((res.abs().mean(-1) * w).sum())
+                sums["pho_n"] += float(w.sum())
         n_frames += int(valid.sum())
-    return {"landmark_nme": sum(nme) / n_frames, "normal_deg": sum(ang) / n_frames,
-            "depth_ssi": (sum(dep) / n_frames) if dep else float("nan"), "frames": n_frames}
+    nan = float("nan")
+    return {"landmark_nme": sums["nme"] / n_frames,
+            "normal_deg": sums["ang"] / n_frames if tg is not None else nan,
+            "depth_ssi": sums["dep"] / n_frames if tg is not None and getattr(tg, "has_depth", True) else nan,
+            "silhouette_iou": sums["inter"] / sums["union"] if sums["union"] else nan,
+            "photometric_l1": sums["pho"] / sums["pho_n"] if sums["pho_n"] else nan,
+            "frames": n_frames}

@@ -27,9 +27,11 @@ from headrep.fitting.coarse import run_coarse
 from headrep.fitting.config import FitConfig
 from headrep.fitting.detail import run_detail
 from headrep.fitting.evaluate import evaluate
+from headrep.fitting.appearance import init_albedo
 from headrep.fitting.init import init_rigid_pnp, init_static_offsets
 from headrep.fitting.params import FitParams, RowAdam  # noqa: F401  (RowAdam: re-exported for tests)
 from headrep.fitting.scene import Scene
+from headrep.fitting.silhouette import run_silhouette
 from headrep.model import BodyModel, DenseHead, uniform_laplacian
 
 
@@ -44,21 +46,39 @@ class FitResult:
 class Fitter:
     """Fits β, per-frame pose/expression and the offset fields to a FaceTrack and its Targets."""
 
-    def __init__(self, body: BodyModel, track, targets, config: FitConfig | None = None, ctx=None):
+    def __init__(self, body: BodyModel, track, targets=None, config: FitConfig | None = None, ctx=None,
+                 observations=None):
+        """``targets``: dense normal/depth targets (None: no normal term); ``observations``: the person / skin /
+        occluder masks of :mod:`headrep.fitting.observe` (None: no silhouette or photometric term)."""
         from headrep.render import get_context
 
         self.cfg = config or FitConfig()
-        self.track, self.targets = track, targets
-        self.valid = np.asarray(track.valid, bool)
+        self.track, self.targets, self.obs = track, targets, observations
+        self.valid = np.asarray(track.valid, bool).copy()
         if not self.valid.any():
             raise HeadrepError("no frame of the clip has a face: nothing to fit")
+        self.terms = self._terms()
+        self.occluded_frames = np.zeros_like(self.valid)
+        if observations is not None:
+            # a face mostly hidden (a hand over it) is treated like a face-less frame: interpolated, not fitted
+            self.occluded_frames = self.valid & (np.asarray(observations.occluded_fraction) > self.cfg.occluded_frame)
+            self.valid &= ~self.occluded_frames
+            if not self.valid.any():
+                raise HeadrepError("every frame with a face is mostly occluded: nothing to fit")
         self.valid_t = torch.as_tensor(self.valid)
+        self.images = None
+        self.appearance_ready = False  # the albedo / lights hold fitted values (set by init_albedo)
+        if "photometric" in self.terms:
+            from headrep.fitting.appearance import to_channels
+
+            self.images = to_channels(track.crops, observations.grayscale)
         torch.manual_seed(self.cfg.seed)
         head = DenseHead(body, levels=self.cfg.subdiv)
         self.scene = Scene(body, head, track, self.cfg.contour_weight, ctx or get_context("cpu"))
         H, W = self.scene.image_size
         self.params = FitParams(self.scene.T, body.num_betas, body.num_expression, head.num_vertices,
-                                len(self.scene.face_idx), focal=1.5 * max(H, W))
+                                len(self.scene.face_idx), focal=1.5 * max(H, W),
+                                channels=1 if (observations is not None and observations.grayscale) else 3)
         init_rigid_pnp(self.scene, self.params, self.valid)
         if self.cfg.offsets:
             self.params.static = init_static_offsets(head, body, self.cfg.static_init_mm)
@@ -67,6 +87,13 @@ class Fitter:
         self.L_face = torch.index_select(self.L, 1, self.scene.face_idx).coalesce()
         self.stats: dict = {}
         self.checkpoints = Checkpoints(None, self.cfg.checkpoint_every)
+
+    def _terms(self) -> list[str]:
+        """The chosen data terms that this fit has data for (normals need targets, silhouette and photometric
+        need observations)."""
+        have = {"landmarks": True, "normals": self.targets is not None, "silhouette": self.obs is not None,
+                "photometric": self.obs is not None}
+        return [t for t in self.cfg.term_list() if have[t]]
 
     # conveniences for callers that look inside a fit (tests, notebooks)
     @property
@@ -90,6 +117,12 @@ class Fitter:
         run_coarse(self, progress, start_step, checkpoint)
 
     def stage_detail(self, progress=True, start_epoch=0, checkpoint=None):
+        if start_epoch == 0:
+            if "silhouette" in self.terms and self.cfg.offsets:
+                self.stats["silhouette_stage"] = run_silhouette(self, progress)
+            if "photometric" in self.terms:
+                self.stats["albedo_init"] = init_albedo(self)
+        self.appearance_ready = "photometric" in self.terms  # initialised above, or restored from the checkpoint
         run_detail(self, progress, start_epoch, checkpoint)
 
     def run(self, checkpoint_dir: Path | None = None, resume: bool = False, progress: bool = True) -> FitResult:
@@ -110,6 +143,12 @@ class Fitter:
         self.stats["seconds_per_frame"] = (t2 - t0) / self.scene.T
         self.stats["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         self.stats["landmarks"] = self.lmk.kind
+        self.stats["terms"] = self.terms
+        if self.obs is not None:
+            self.stats["observations"] = {
+                "frames_without_person": int((~np.asarray(self.obs.has_person) & np.asarray(self.track.valid)).sum()),
+                "occluded_frames": [int(t) for t in np.nonzero(self.occluded_frames)[0]],
+                "grayscale": bool(self.obs.grayscale)}
         return FitResult(self.tensors(), self.stats, self.cfg, self.head)
 
     @torch.no_grad()
@@ -122,10 +161,11 @@ class Fitter:
             "principal": sc.principal.float(), "boxes": sc.boxes.clone(), "static_offsets": P.static.clone(),
             "dynamic_offsets": P.dynamic.clone(), "face_vertices": sc.face_idx.clone(),
             "valid": torch.as_tensor(self.valid.astype(np.uint8)),
+            **({"albedo": P.albedo.clone(), "light": P.light.clone()} if "photometric" in self.terms else {}),
         }
 
 
-def fit(body: BodyModel, track, targets, config: FitConfig | None = None, checkpoint_dir=None, resume=False,
-        progress=True, ctx=None) -> FitResult:
+def fit(body: BodyModel, track, targets=None, config: FitConfig | None = None, checkpoint_dir=None, resume=False,
+        progress=True, ctx=None, observations=None) -> FitResult:
     """Fit a tracked clip; see the module docstring."""
-    return Fitter(body, track, targets, config, ctx).run(checkpoint_dir, resume, progress)
+    return Fitter(body, track, targets, config, ctx, observations).run(checkpoint_dir, resume, progress)

@@ -49,34 +49,53 @@ def _source_kind(source: Path) -> str:
     return "image" if source.suffix.lower() in IMAGE_EXTENSIONS else "video"
 
 
-def _track_and_targets(source: Path, config: FitConfig, frames, stride: int, estimator, ckpt: Path | None,
-                       resume: bool, progress: bool):
+def _prepare(source: Path, config: FitConfig, frames, stride: int, estimator, ckpt: Path | None, resume: bool,
+             progress: bool):
+    """(track, targets or None, observations or None), each cached in the checkpoint folder: what the fitter
+    needs from the video, computed once."""
     from headrep.fitting.landmarks import FaceTrack, track_faces
+    from headrep.fitting.observe import Observations, observe
     from headrep.fitting.targets import Targets, make_estimator
     from headrep.fitting.video import load_frames
     from headrep.io import write_npz
 
-    track_file = targets_file = None
-    if ckpt is not None:
-        track_file, targets_file = ckpt / "track.npz", ckpt / "targets.npz"
-    if resume and track_file is not None and track_file.exists():
-        track = FaceTrack.load(track_file)
-    else:
+    terms = config.term_list()
+    want_obs = "silhouette" in terms or "photometric" in terms
+    files = {k: (ckpt / f"{k}.npz" if ckpt is not None else None) for k in ("track", "targets", "observations")}
+
+    def cached(key):
+        return resume and files[key] is not None and files[key].exists()
+
+    track = FaceTrack.load(files["track"]) if cached("track") else None
+    obs = Observations.load(files["observations"]) if want_obs and cached("observations") else None
+    if track is None or (want_obs and obs is None):
         loaded = load_frames(source, frames=frames, stride=stride)
-        track = track_faces(loaded, resolution=config.resolution, progress=progress)
+        if track is None:
+            track = track_faces(loaded, resolution=config.resolution, progress=progress)
+            if files["track"] is not None:
+                track.save(files["track"])
+        if want_obs:
+            obs = observe(loaded.images, track, progress=progress)
+            if files["observations"] is not None:
+                obs.save(files["observations"])
         del loaded
-        if track_file is not None:
-            track.save(track_file)
-    if resume and targets_file is not None and targets_file.exists():
-        with np.load(targets_file) as d:
-            targets = Targets(normal=d["normal"], depth=d["depth"], mask=d["mask"],
-                              source=str(d["source"]), has_depth=bool(d["has_depth"]))
-    else:
-        targets = make_estimator(estimator).estimate(track.crops, track.points, track.valid)
-        if targets_file is not None:
-            write_npz(targets_file, normal=targets.normal, depth=targets.depth, mask=targets.mask,
-                      source=np.array(targets.source), has_depth=np.array(targets.has_depth))
-    return track, targets
+    targets = None
+    if "normals" in terms:
+        if cached("targets"):
+            with np.load(files["targets"]) as d:
+                targets = Targets(normal=d["normal"], depth=d["depth"], mask=d["mask"],
+                                  source=str(d["source"]), has_depth=bool(d["has_depth"]))
+        else:
+            targets = make_estimator(estimator).estimate(track.crops, track.points, track.valid)
+            if files["targets"] is not None:
+                write_npz(files["targets"], normal=targets.normal, depth=targets.depth, mask=targets.mask,
+                          source=np.array(targets.source), has_depth=np.array(targets.has_depth))
+    return track, targets, obs
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        print(f"headrep fit: {text}", file=sys.stderr)
 
 
 def fit_video(source, out=None, config: FitConfig | None = None, model=None, device="auto", progress: bool = True,
@@ -111,11 +130,21 @@ def fit_video(source, out=None, config: FitConfig | None = None, model=None, dev
         if body.is_standin and progress:
             print("headrep fit: using the procedural STAND-IN model (not SMPL-X); the rep records this. "
                   "Pass --model SMPLX_NEUTRAL.npz for SMPL-X.", file=sys.stderr)
-        track, targets = _track_and_targets(source, config, frames, stride, estimator, ckpt, resume, progress)
+        track, targets, obs = _prepare(source, config, frames, stride, estimator, ckpt, resume, progress)
+        if obs is not None:
+            missing = np.nonzero(np.asarray(track.valid) & ~obs.has_person)[0]
+            if len(missing):
+                _say(progress, f"segmentation found no person in {len(missing)} frame(s) with a face; the silhouette "
+                               "term leaves them out (recorded in the rep)")
+            if obs.grayscale:
+                _say(progress, "the video is grayscale: the photometric term works on luminance")
         if ckpt is not None:
             (ckpt / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-        result = Fitter(body, track, targets, config, ctx=ctx).run(checkpoint_dir=ckpt, resume=resume,
-                                                                    progress=progress)
+        fitter = Fitter(body, track, targets, config, ctx=ctx, observations=obs)
+        if fitter.occluded_frames.any():
+            _say(progress, f"{int(fitter.occluded_frames.sum())} frame(s) have a mostly occluded face (a hand?): "
+                           "they are interpolated like face-less frames")
+        result = fitter.run(checkpoint_dir=ckpt, resume=resume, progress=progress)
         tensors = dict(result.tensors)
         tensors["frame_indices"] = torch.as_tensor(np.asarray(track.indices, np.int64))
         tensors["landmarks"] = torch.as_tensor(np.asarray(track.points, np.float32))
@@ -124,9 +153,11 @@ def fit_video(source, out=None, config: FitConfig | None = None, model=None, dev
                "num_frames": int(len(track.indices))}
         sel = None if frames is None else ":".join("" if v is None else str(v) for v in
                                                    (frames.start, frames.stop, frames.step)).rstrip(":")
-        fit_info = {**config.to_dict(), "estimator": targets.source, "stats": result.stats,
+        fit_info = {**config.to_dict(), "estimator": targets.source if targets is not None else None,
+                    "stats": result.stats,
                     "total_seconds": time.perf_counter() - t0, "stride": stride, "frames": sel}
-        rep = HeadRep.create(body, result.head, tensors, src, config.resolution, fit_info)
+        masks = None if obs is None else {"person": obs.person, "skin": obs.skin, "occluded": obs.occluded}
+        rep = HeadRep.create(body, result.head, tensors, src, config.resolution, fit_info, masks=masks)
         if out is not None:
             rep.save(out, overwrite=True)  # atomic: replaces OUT, checkpoint included
             rep.path = out

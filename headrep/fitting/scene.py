@@ -159,20 +159,27 @@ class Scene:
         return self.project(self.lmk.points(verts[:, : len(self.head.subset)], pose, local=False), focal)
 
     # --- cameras and rendering --------------------------------------------------------------------------
-    def crop_cameras(self, idx, focal: float) -> list[PinholeCamera]:
+    def crop_cameras(self, idx, focal: float, scale: float = 1.0) -> list[PinholeCamera]:
+        """Each frame's crop camera; ``scale`` < 1 renders the same crop at ``scale × R`` pixels."""
+        R = int(round(self.R * scale))
+        k = R / self.R
         cams = []
         for t in idx.tolist():
             x0, y0, side = self.boxes[t].tolist()
             s = self.R / side
-            cams.append(PinholeCamera(focal * s, focal * s, (float(self.principal[0]) - x0) * s,
-                                      (float(self.principal[1]) - y0) * s, self.R, self.R, near=0.05, far=20.0))
+            cx, cy = (float(self.principal[0]) - x0) * s, (float(self.principal[1]) - y0) * s
+            # small pixel i is the block of full pixels centred at (i + 0.5)/k − 0.5
+            cams.append(PinholeCamera(focal * s * k, focal * s * k, (cx + 0.5) * k - 0.5, (cy + 0.5) * k - 0.5,
+                                      R, R, near=0.05, far=20.0))
         return cams
 
-    def render(self, verts_cam, idx, focal: float, antialias=True, attributes=None) -> dict:
+    def render(self, verts_cam, idx, focal: float, antialias=True, attributes=None, scale: float = 1.0,
+               attributes_fixed_coverage: bool = False) -> dict:
         """Maps in each frame's crop camera (see render_maps); on a CUDA context the geometry goes to the GPU
         for rasterisation only (autograd carries the gradients back), the fitter's tensors stay on the CPU."""
         dev = getattr(self.ctx, "device", torch.device("cpu"))
         attrs = None if attributes is None else {k: v.to(dev) for k, v in attributes.items()}
-        maps = render_maps(self.ctx, verts_cam.to(dev), self.head.faces_t.to(dev), self.crop_cameras(idx, focal),
-                           antialias=antialias, attributes=attrs)
+        maps = render_maps(self.ctx, verts_cam.to(dev), self.head.faces_t.to(dev),
+                           self.crop_cameras(idx, focal, scale), antialias=antialias, attributes=attrs,
+                           attributes_fixed_coverage=attributes_fixed_coverage)
         return {k: v.cpu() for k, v in maps.items()}

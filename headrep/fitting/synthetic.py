@@ -78,23 +78,79 @@ def smooth_field(head: DenseHead, centres: np.ndarray, sigma: float, amplitude: 
     return n * bumps[:, None]
 
 
-def wrinkles(head: DenseHead, canonical: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-    """Forehead wrinkles: a sinusoid across the forehead along the normals, amplitude per frame [T] (metres)."""
+def wrinkles(head: DenseHead, canonical: torch.Tensor, strength: torch.Tensor, below_top: float = 0.035,
+             width: float = 0.02) -> torch.Tensor:
+    """Forehead wrinkles: a sinusoid across the forehead along the normals, amplitude per frame [T] (metres),
+    in a band ``below_top`` under the top of the face region (Gaussian of sigma ``width``)."""
     from headrep.model.meshops import vertex_normals
 
     n = vertex_normals(canonical, head.faces_t.long())
     y = canonical[:, 1]
     face = torch.as_tensor(head.face_mask, dtype=canonical.dtype)
-    brow = canonical[torch.as_tensor(head.face_mask)][:, 1].max() - 0.035
-    band = torch.exp(-0.5 * ((y - brow) / 0.02) ** 2) * face
+    brow = canonical[torch.as_tensor(head.face_mask)][:, 1].max() - below_top
+    band = torch.exp(-0.5 * ((y - brow) / width) ** 2) * face
     pattern = torch.sin(2 * np.pi * y / 0.02) * band
     return strength[:, None, None] * (pattern[:, None] * n)[None]
 
 
+def hair(head: DenseHead, canonical: torch.Tensor, height_mm: float, seed: int = 0) -> torch.Tensor:
+    """Hair-like volume on the scalp: a smooth outward bulge over the crown and the back of the head (zero on
+    the face and below the ears) with a few lumps, along the normals [Nd,3] metres."""
+    from headrep.model.meshops import vertex_normals
+
+    n = vertex_normals(canonical, head.faces_t.long())
+    face = torch.as_tensor(head.face_mask)
+    brow_top = canonical[face][:, 1].max()
+    ear = canonical[face][:, 1].mean()
+    y = canonical[:, 1]
+    ramp = ((y - ear) / (brow_top - ear)).clamp(0, 1) ** 2          # 0 at ear height, 1 above the brows
+    g = torch.Generator().manual_seed(seed)
+    phase = 2 * np.pi * torch.rand(2, generator=g)
+    lumps = 1 + 0.25 * torch.sin(40 * canonical[:, 0] + phase[0]) * torch.sin(40 * canonical[:, 2] + phase[1])
+    h = 1e-3 * height_mm * ramp * lumps * (~face).to(canonical.dtype)
+    return n * h[:, None]
+
+
+def albedo_field(head: DenseHead, canonical: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A skin albedo [Nd,3] in [0,1] with spatial variation (low-frequency tone changes and darker spots), dark
+    hair above the ears outside the face."""
+    rng = np.random.default_rng(seed)
+    c = canonical
+    base = torch.tensor([0.78, 0.58, 0.47], dtype=c.dtype)
+    tone = 0.06 * torch.sin(30 * c[:, 0:1] + 1.0) * torch.cos(25 * c[:, 1:2])
+    alb = base[None] * (1 + tone)
+    face_ids = np.nonzero(head.face_mask)[0]
+    for i in rng.choice(face_ids, 12, replace=False):            # freckle-like spots
+        d2 = ((c - c[int(i)]) ** 2).sum(-1)
+        alb = alb * (1 - 0.25 * torch.exp(-0.5 * d2 / 0.004 ** 2))[:, None]
+    face = torch.as_tensor(head.face_mask)
+    ear = c[face][:, 1].mean()
+    scalp = ((~face) & (c[:, 1] > ear)).to(c.dtype)[:, None]
+    alb = alb * (1 - scalp) + torch.tensor([0.25, 0.17, 0.12], dtype=c.dtype)[None] * scalp
+    return alb.clamp(0, 1)
+
+
+def lights(T: int, g: torch.Generator) -> torch.Tensor:
+    """Per-frame SH lights [T,9,3]: a slightly warm ambient term and a key light that moves over the clip."""
+    from headrep.render import neutral_light
+
+    L = neutral_light(T, 3) * torch.tensor([0.75, 0.71, 0.69])[None, None]
+    d = 0.12 * _smooth_track(T, 3, g)
+    L[:, 1:4] = (d + torch.tensor([0.15, -0.3, -0.25])[None]) [:, :, None] * torch.tensor([1.0, 0.97, 0.95])[None, None]
+    L[:, 4:] = 0.05 * _smooth_track(T, 5, g)[:, :, None]
+    return L
+
+
 def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 1, seed: int = 0,
               expressive: bool = True, static_mm: float = 2.0, wrinkle_mm: float = 2.5, wrinkles_signed: bool = True,
-              image_size=(360, 640), ctx=None):
-    """A synthetic clip: (track, targets, truth, head)."""
+              image_size=(360, 640), ctx=None, rgb: bool = False, hair_mm: float = 15.0):
+    """A synthetic clip: (track, targets, truth, head).
+
+    ``rgb=True`` also renders what a camera would see, so a fit can use the silhouette and photometric terms
+    without any normal targets: hair-like volume ``hair_mm`` on the scalp (in D_static), a spatially varying
+    albedo and per-frame SH lights; ``track.crops`` are the shaded images (uint8, on a grey background),
+    ``truth.extra["observations"]`` the masks a real video gives (person = the true coverage; skin from the
+    landmarks as for a video), and ``truth.extra`` the true albedo [Nd,3] and lights [T,9,3]."""
     g = torch.Generator().manual_seed(seed)
     head = DenseHead(body, levels=levels)
     ctx = ctx or get_context("cpu")
@@ -120,6 +176,8 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
         pick = np.concatenate([rng.choice(face_ids, 10, replace=False), rng.choice(other_ids, 14, replace=False)])
         amp = 1e-3 * static_mm * rng.choice([-1.0, 1.0], 24) * rng.uniform(0.6, 1.0, 24)
         static = smooth_field(head, canonical[pick].numpy(), 0.012, amp, canonical)
+        if rgb:
+            static = static + hair(head, canonical, hair_mm, seed)
         # expression detail: forehead wrinkles whose depth follows brow raising (expression 3 on the stand-in)
         # signed and zero-mean over the clip, like a corrective that follows an expression coefficient: what
         # every frame shares is identity (D_static), what varies is expression (D_dyn)
@@ -132,7 +190,8 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
             s = (s - s.median()).clamp_min(0)
             s = s / s.max().clamp_min(1e-6)
         strength = 1e-3 * wrinkle_mm * s
-        dynamic = wrinkles(head, canonical, strength)
+        # with images: the band well inside the face oval, where a video's skin mask sees the forehead
+        dynamic = wrinkles(head, canonical, strength, *((0.055, 0.012) if rgb else ()))
         # place the head ~0.7 m in front of the camera, its face centre on the optical axis (model → camera flip)
         transl = torch.zeros(T, 3)
         transl[:, 2] = -0.7 - centre[2]
@@ -174,7 +233,33 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
     targets = SyntheticTargets(normal=maps["normal"].numpy().astype(np.float32),
                                depth=maps["depth"].numpy().astype(np.float32), mask=mask.numpy())
     truth = Truth(betas[0], expression, pose, transl, static, dynamic, verts_cam, focal)
+    if rgb:
+        _render_rgb(track, truth, head, canonical, cams, ctx, seed, g)
     return track, targets, truth, head
+
+
+@torch.no_grad()
+def _render_rgb(track, truth, head, canonical, cams, ctx, seed: int, g: torch.Generator) -> None:
+    """Shade the true mesh with a true albedo and lights into ``track.crops``; the masks into truth.extra."""
+    from headrep.fitting.observe import Observations, silhouette_rows, skin_mask
+    from headrep.render import shading
+
+    T, R = truth.vertices_cam.shape[0], track.resolution
+    albedo = albedo_field(head, canonical, seed)
+    light = lights(T, g)
+    m = render_maps(ctx, truth.vertices_cam, head.faces_t, cams, attributes={"albedo": albedo})
+    rgb = (m["albedo"] * shading(m["normal"], light)).clamp(0, 1)
+    cover = m["mask"].clamp(0, 1)[..., None]
+    background = torch.tensor([0.55, 0.57, 0.6])
+    img = rgb * cover + background * (1 - cover)
+    track.crops = (img * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    person = m["mask"].clamp(0, 1).numpy().astype(np.float32)
+    skin = np.stack([skin_mask(track.points[t], R) for t in range(T)])
+    rows = np.array([silhouette_rows(track.points[t], R) for t in range(T)])
+    truth.extra.update({"albedo": albedo, "light": light,
+                        "observations": Observations(person, skin, np.zeros((T, R, R), bool), rows,
+                                                     np.ones(T, bool), np.zeros(T, np.float32), False,
+                                                     "synthetic: the true coverage")})
 
 
 def _coarse_full(body: BodyModel, head: DenseHead, dense_vertices: torch.Tensor) -> torch.Tensor:

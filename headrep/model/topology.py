@@ -559,6 +559,14 @@ def _laplacian_from_edge_weights(
     return sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
 
 
+def graph_laplacian(faces: ArrayLike, num_verts: int) -> "sp.csr_matrix":
+    """The combinatorial Laplacian ``L = D − A`` of the mesh edges as a SciPy CSR matrix (float64, symmetric
+    PSD): for sparse solvers; :func:`uniform_laplacian` gives the same as a torch sparse tensor."""
+    n = int(num_verts)
+    e = unique_edges(_as_faces(faces, n))
+    return _laplacian_from_edge_weights(e, np.ones(len(e)), n).tocsr()
+
+
 def uniform_laplacian(
     faces: ArrayLike,
     num_verts: int,

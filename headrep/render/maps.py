@@ -101,7 +101,7 @@ def _clip_positions(verts_cam: torch.Tensor, camera) -> tuple[torch.Tensor, tupl
 
 
 def render_maps(ctx, verts_cam: torch.Tensor, faces: torch.Tensor, camera, antialias: bool = True,
-                attributes: dict[str, torch.Tensor] | None = None) -> dict:
+                attributes: dict[str, torch.Tensor] | None = None, attributes_fixed_coverage: bool = False) -> dict:
     """Normal, depth and mask maps of a mesh in OpenCV camera space, differentiable w.r.t. ``verts_cam``.
 
     verts_cam [B, V, 3] (or [V, 3]) metres, faces [F, 3] wound counter-clockwise seen from outside;
@@ -115,6 +115,9 @@ def render_maps(ctx, verts_cam: torch.Tensor, faces: torch.Tensor, camera, antia
     ``attributes``: extra per-vertex values {name: [V, C] or [B, V, C]} (a region mask, an albedo) are
     interpolated in the same pass and returned under their names as [B, H, W, C] (0 where empty). The
     rasterisation is returned too, as ``rast`` [B, H, W, 4], for callers that look up triangles.
+    ``attributes_fixed_coverage=True``: the attributes are interpolated with the rasterisation detached, so
+    their gradients reach the attribute values only, not the vertex positions through the barycentrics (a
+    shading term then moves geometry through the normals it is given, not by sliding the image).
     """
     from headrep.render import antialias as _antialias
     from headrep.render import check_faces, interpolate_with, rasterize
@@ -140,8 +143,12 @@ def render_maps(ctx, verts_cam: torch.Tensor, faces: torch.Tensor, camera, antia
         if a.dim() != 3 or a.shape[1] != V:
             raise RenderInputError(f"attribute {name!r} must be [V, C] or [B, V, C] with V={V}, got {tuple(a.shape)}")
         extra.append((name, a.expand(B, -1, -1)))
-    attr = torch.cat([vertex_normals(verts_cam, faces), verts_cam[..., 2:3]] + [a for _, a in extra], -1)
+    attr = torch.cat([vertex_normals(verts_cam, faces), verts_cam[..., 2:3]]
+                     + ([] if attributes_fixed_coverage else [a for _, a in extra]), -1)
     out, _ = interpolate_with(ctx, attr, rast, faces)
+    if attributes_fixed_coverage and extra:
+        fixed, _ = interpolate_with(ctx, torch.cat([a for _, a in extra], -1), rast.detach(), faces)
+        out = torch.cat([out, fixed], -1)
     hard = (rast[..., 3:4] > 0).to(verts_cam.dtype)
     n = out[..., :3]
     if n.device.type == "cpu" and getattr(ctx, "backend", None) == "cpu":

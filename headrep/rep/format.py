@@ -5,6 +5,9 @@ A HeadRep is a folder::
     REP/rep.safetensors   torch tensors (below), written with safetensors.torch.save_file
     REP/rep.json          provenance: source video, model file (path + sha256, stand-in flag), topology hash,
                           fit configuration / seed / statistics, library versions, frame counts
+    REP/masks.npz         optional (fits with the silhouette / photometric terms): the per-frame crop masks the
+                          fit used: person [T,R,R] uint8 (selfie segmentation × 255), skin and occluded
+                          [T,R,⌈R/8⌉] uint8 (np.packbits of bool masks along the last axis), compressed npz
     REP/renders/          optional, written by `headrep render REP`
     REP/meshes/           optional, e.g. `headrep export REP -o REP/meshes`
 
@@ -15,6 +18,9 @@ Tensors (T frames, nb betas, ne expression coefficients, Nd dense vertices, Nf d
     static_offsets [Nd,3]  dynamic_offsets [T,Nf,3] (only on the dense face vertices)
     face_vertices [Nf] int64 (= np.nonzero(DenseHead.face_mask))  valid [T] uint8  frame_indices [T] int64
     landmarks [T,478,3] (optional: detected MediaPipe points in crop pixels, NaN on invalid frames)
+    albedo [Nd,C] and light [T,9,C] (optional, together: a photometric fit's static per-vertex albedo in [0,1]
+        sRGB (C = 3, or 1 for a grey video) and per-frame second-order SH lighting in camera space; the
+        shaded colour of a pixel is albedo · Σ_k basis_k(n) · light[t,k], basis in headrep.render.shading)
 
 Conventions. Model space is SMPL-X's (metres, y up, z toward the viewer). The camera is OpenCV's (x right,
 y down, z forward) at the origin, and the model-to-camera map is fixed: ``verts_cam = verts_model * [1,-1,-1]``
@@ -68,7 +74,9 @@ _SPEC: dict[str, tuple[tuple, str]] = {
     "valid": (("T",), "int"),
     "frame_indices": (("T",), "int"),
 }
-_OPTIONAL: dict[str, tuple[tuple, str]] = {"landmarks": (("T", NUM_MP_POINTS, 3), "float")}
+_OPTIONAL: dict[str, tuple[tuple, str]] = {"landmarks": (("T", NUM_MP_POINTS, 3), "float"),
+                                           "albedo": (("Nd", "C"), "float"), "light": (("T", 9, "C"), "float")}
+MASK_FILE = "masks.npz"
 _FLOAT64 = ("focal", "principal", "boxes")
 
 
@@ -149,6 +157,13 @@ def _check_tensors(tensors: dict[str, torch.Tensor], dims: dict[str, int], where
     unknown = [k for k in tensors if k not in _SPEC and k not in _OPTIONAL]
     if unknown:
         raise HeadrepError(f"{where}: unknown tensor(s) {', '.join(sorted(unknown))}")
+    if ("albedo" in tensors) != ("light" in tensors):
+        raise HeadrepError(f"{where}: albedo and light come together (the photometric fit writes both)")
+    if "albedo" in tensors:
+        dims = {**dims, "C": int(tensors["albedo"].shape[-1]) if tensors["albedo"].dim() == 2 else -1}
+        if dims["C"] not in (1, 3):
+            raise HeadrepError(f"{where}: albedo must be [Nd,3] (colour) or [Nd,1] (grey), got "
+                               f"{list(tensors['albedo'].shape)}")
     for name, (shape, kind) in {**_SPEC, **_OPTIONAL}.items():
         if name not in tensors:
             continue
@@ -237,6 +252,28 @@ def _write_json(path: Path, meta: dict) -> None:
         tmp.write_text(text + "\n")
 
 
+def _check_masks(masks: dict, T: int, R: int, where: str) -> dict[str, np.ndarray]:
+    out = {}
+    for k in ("person", "skin", "occluded"):
+        if k not in masks:
+            raise HeadrepError(f"{where}: masks lack '{k}'")
+        a = np.asarray(masks[k])
+        if a.shape != (T, R, R):
+            raise HeadrepError(f"{where}: mask '{k}' has shape {list(a.shape)}, expected {[T, R, R]}")
+        out[k] = a.astype(np.float32) if k == "person" else a.astype(bool)
+    return out
+
+
+def _write_masks(path: Path, masks: dict) -> None:
+    from headrep.io import atomic_write
+
+    with atomic_write(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, person=np.round(np.clip(masks["person"], 0, 1) * 255).astype(np.uint8),
+                                skin=np.packbits(masks["skin"], axis=-1),
+                                occluded=np.packbits(masks["occluded"], axis=-1))
+
+
 def _read_folder(path: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, int]]:
     """Read rep.json and rep.safetensors of ``path`` and validate them against each other."""
     where = f"HeadRep {path}"
@@ -282,10 +319,11 @@ def resolve_model(meta: dict, model: str | Path | None, where: str) -> Path:
         mpath = Path(model).expanduser()
     else:
         mpath = Path(rec["model_path"])
-        if rec["standin"] and not (mpath.is_file() and file_sha256(mpath) == sha):
-            from headrep.model.standin import standin_path
+        own = "standin" if rec["standin"] else ("open" if rec.get("kind") == "open" else None)
+        if own and not (mpath.is_file() and file_sha256(mpath) == sha):
+            from headrep.model.body import resolve_model_path
 
-            mpath = standin_path()
+            mpath = resolve_model_path(own)  # the project's own model file, rebuilt in the cache as needed
     if not mpath.is_file():
         raise HeadrepError(f"{where} was fitted with model {rec['model_path']} (sha256 {sha[:12]}…), "
                            f"which is not there ({mpath}); pass --model with the original file")
@@ -316,6 +354,7 @@ class HeadRep:
         self.meta = meta
         self.path = Path(path) if path is not None else None
         self._fv_t = tensors["face_vertices"].long()
+        self._masks = None
 
     def require_model(self) -> None:
         """HeadrepError unless the rep was loaded with its model (the geometry methods need it)."""
@@ -324,14 +363,17 @@ class HeadRep:
 
     # --- construction -----------------------------------------------------------------------------------
     @classmethod
-    def create(cls, body, head, tensors: dict, source: dict, resolution: int, fit: dict) -> "HeadRep":
+    def create(cls, body, head, tensors: dict, source: dict, resolution: int, fit: dict,
+               masks: dict | None = None) -> "HeadRep":
         """Assemble a rep in memory (nothing is written; call :meth:`save`).
 
         ``tensors``: betas [nb] (or [1,nb]), expression [T,ne], pose [T,55,3], transl [T,3], focal (float or
         [1]), principal [2], boxes [T,3], and optionally static_offsets [Nd,3] (default 0), dynamic_offsets
         [T,Nf,3] compact or [T,Nd,3] dense (only the face vertices are kept; default 0), face_vertices
         (default np.nonzero(head.face_mask)), valid [T] (default all 1), frame_indices [T] (default 0..T-1),
-        landmarks [T,478,3]. numpy arrays and Python numbers are accepted. ``source``: {"path", "kind", "fps",
+        landmarks [T,478,3], albedo [Nd,C] with light [T,9,C]. numpy arrays and Python numbers are accepted.
+        ``masks``: optional per-frame crop masks {"person", "skin", "occluded"} [T,R,R] (saved as masks.npz).
+        ``source``: {"path", "kind", "fps",
         "image_size": [H, W] of the loaded frames, "scale": loaded pixels per source pixel, "num_frames"};
         ``fit``: the fit configuration plus "seed" and "stats" (stored as given, made JSON-safe).
         Raises HeadrepError on inconsistent shapes or non-finite values.
@@ -392,7 +434,10 @@ class HeadRep:
             "frames": {"count": T, "valid": int(t["valid"].sum())},
         }
         meta = json.loads(json.dumps(_jsonable(meta)))  # exactly what save() will write
-        return cls(body, head, t, meta)
+        rep = cls(body, head, t, meta)
+        if masks is not None:
+            rep._masks = _check_masks(masks, T, resolution, "HeadRep.create")
+        return rep
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the folder ``path`` (rep.safetensors + rep.json) atomically.
@@ -403,11 +448,30 @@ class HeadRep:
         from headrep.io import atomic_dir, check_output_dir
 
         path = check_output_dir(Path(path), overwrite)
+        masks = self.masks()
         with atomic_dir(path) as tmp:
             _write_tensors(tmp / TENSOR_FILE, self.tensors)
             _write_json(tmp / JSON_FILE, self.meta)
+            if masks is not None:
+                _write_masks(tmp / MASK_FILE, masks)
         self.path = path
         return path
+
+    def masks(self) -> dict[str, np.ndarray] | None:
+        """The fit's per-frame crop masks {"person" float [T,R,R] in [0,1], "skin" bool, "occluded" bool}, or
+        None for a rep fitted without them (read from masks.npz on first use)."""
+        if self._masks is None and self.path is not None and (self.path / MASK_FILE).is_file():
+            with np.load(self.path / MASK_FILE) as d:
+                m = {"person": d["person"].astype(np.float32) / 255.0,
+                     "skin": np.unpackbits(d["skin"], axis=-1, count=self.resolution).astype(bool),
+                     "occluded": np.unpackbits(d["occluded"], axis=-1, count=self.resolution).astype(bool)}
+            self._masks = _check_masks(m, self.num_frames, self.resolution, f"HeadRep {self.path}")
+        return self._masks
+
+    @property
+    def has_appearance(self) -> bool:
+        """True when the rep carries an albedo and per-frame lights (a photometric fit)."""
+        return "albedo" in self.tensors
 
     @classmethod
     def load(cls, path: str | Path, model: str | Path | None = None, build: bool = True) -> "HeadRep":

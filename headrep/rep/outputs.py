@@ -32,6 +32,9 @@ SHADE_RGB = np.array([0.80, 0.85, 0.95], dtype=np.float32)   # light blue-grey c
 DETECTED_RGB = (0, 255, 0)
 MODEL_RGB = (255, 0, 0)
 INVALID_RGB = (255, 0, 0)
+PERSON_RGB = (0, 255, 255)      # contour of the person mask (selfie segmentation) the fit used
+COVERAGE_RGB = (255, 255, 0)    # contour of the rendered mesh
+RESIDUAL_FULL_SCALE = 0.25      # |crop − shaded| (0-1 colour units) shown at the top of residual.mp4's colour map
 
 
 def _load(rep_path: Path, model: Path | None):
@@ -65,8 +68,10 @@ def draw_points(img: np.ndarray, pts: np.ndarray, color, radius: int) -> None:
 
 
 def overlay_frame(crop: np.ndarray | None, maps: dict, detected: np.ndarray | None, model68: np.ndarray,
-                  valid: bool, label: str) -> np.ndarray:
-    """The overlay image: shaded mesh alpha-blended over ``crop`` (black if None), dots, invalid marking."""
+                  valid: bool, label: str, person: np.ndarray | None = None) -> np.ndarray:
+    """The overlay image: shaded mesh alpha-blended over ``crop`` (black if None), dots, invalid marking, and
+    the silhouette contours: the person mask the fit used (``person`` [R,R], cyan) and the rendered coverage
+    (yellow)."""
     import cv2
 
     normal = maps["normal"].numpy()
@@ -80,6 +85,11 @@ def overlay_frame(crop: np.ndarray | None, maps: dict, detected: np.ndarray | No
     if detected is not None:
         draw_points(img, detected, DETECTED_RGB, r)
     draw_points(img, model68, MODEL_RGB, r)
+    for m, colour in ((person, PERSON_RGB), (mask, COVERAGE_RGB)):
+        if m is not None:
+            contours, _ = cv2.findContours((np.asarray(m) > 0.5).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                           cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(img, contours, -1, colour, r, cv2.LINE_AA)
     scale = max(0.3, R / 700)
     cv2.putText(img, label, (4, int(14 * scale / 0.4)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
                 cv2.LINE_AA)
@@ -89,6 +99,39 @@ def overlay_frame(crop: np.ndarray | None, maps: dict, detected: np.ndarray | No
         cv2.putText(img, "INVALID", (4 + b, R - 4 - b), cv2.FONT_HERSHEY_SIMPLEX, scale, INVALID_RGB, 1,
                     cv2.LINE_AA)
     return img
+
+
+def _resized(mask: np.ndarray, R: int) -> np.ndarray:
+    import cv2
+
+    m = np.asarray(mask, np.float32)
+    return m if m.shape[0] == R else cv2.resize(m, (R, R), interpolation=cv2.INTER_LINEAR)
+
+
+def shaded_frames(rep, t: int, maps: dict, crop: np.ndarray | None, skin: np.ndarray | None):
+    """(shaded, residual) uint8 RGB [R,R,3] of frame ``t``: albedo × SH shading of the rendered normals on black,
+    and |crop − shaded| over the skin mask (the rendered coverage when the rep has no masks) as a heat map."""
+    import cv2
+
+    from headrep.render import shading
+
+    light = rep.tensors["light"][t:t + 1].to(maps["normal"].dtype)
+    rgb = (maps["albedo"][None] * shading(maps["normal"][None], light))[0].clamp(0, 1)
+    cover = maps["mask"].clamp(0, 1)[..., None]
+    rgb = (rgb * cover).numpy()
+    if rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb, 3, -1)
+    shaded = (rgb * 255).round().astype(np.uint8)
+    R = shaded.shape[0]
+    if crop is None:
+        return shaded, np.full((R, R, 3), 64, np.uint8)
+    where = (maps["rast"][..., 3] > 0).numpy() & (skin > 0.5 if skin is not None else True)
+    c = crop.astype(np.float32) / 255.0
+    if rep.tensors["albedo"].shape[-1] == 1:
+        c = np.repeat((c * np.array([0.299, 0.587, 0.114], np.float32)).sum(-1, keepdims=True), 3, -1)
+    err = np.abs(c - rgb).mean(-1) * where
+    heat = cv2.applyColorMap(np.clip(err / RESIDUAL_FULL_SCALE * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
+    return shaded, np.ascontiguousarray(heat[..., ::-1])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -109,8 +152,9 @@ def frame_maps(rep, R: int, ctx, batch: int = RENDER_BATCH) -> Iterator[dict]:
         idx = list(range(k, min(rep.num_frames, k + batch)))
         cams = [rep.crop_camera(t, R) for t in idx]
         v = rep.vertices(idx, space="camera").to(dev)
+        attrs = {"albedo": rep.tensors["albedo"].to(v.dtype).to(dev)} if rep.has_appearance else None
         with torch.no_grad():
-            m = render_maps(ctx, v, faces, cams if len(cams) > 1 else cams[0])
+            m = render_maps(ctx, v, faces, cams if len(cams) > 1 else cams[0], attributes=attrs)
         m = {name: x.cpu() for name, x in m.items()}
         for i, cam in enumerate(cams):
             yield {**{name: x[i] for name, x in m.items()}, "camera": cam}
@@ -146,6 +190,14 @@ def render_rep(rep_path: Path, out: Path | None = None, resolution: int | None =
         mm = lambda name, dtype, shape: np.lib.format.open_memmap(scratch / f"{name}.npy", "w+", dtype, shape)  # noqa: E731
         normal_v = mm("normal", np.uint8, (T, R, R, 3))
         overlay_v = mm("overlay", np.uint8, (T, R, R, 3))
+        appearance = rep.has_appearance
+        if appearance:
+            shaded_v = mm("shaded", np.uint8, (T, R, R, 3))
+            residual_v = mm("residual", np.uint8, (T, R, R, 3))
+        else:
+            notes.append("the rep has no albedo / lighting (fitted without the photometric term, or before it "
+                         "existed): shaded.mp4 and residual.mp4 are not written")
+        fit_masks = rep.masks()
         depth = mm("depth", np.float32, (T, R, R))
         mask = mm("mask", np.float32, (T, R, R))
         intrinsics = np.zeros((T, 4), np.float64)
@@ -168,7 +220,13 @@ def render_rep(rep_path: Path, out: Path | None = None, resolution: int | None =
             uv, _ = cam.project(model68[t].double())
             det = detected_all[t, :, :2] * lm_scale if detected_all is not None else None
             label = f"{t} / frame {int(frames[t])}"
-            overlay_v[t] = overlay_frame(next(crops), maps, det, uv.numpy(), bool(valid[t]), label)
+            crop = next(crops)
+            person = skin = None
+            if fit_masks is not None:
+                person, skin = (_resized(fit_masks[k][t], R) for k in ("person", "skin"))
+            overlay_v[t] = overlay_frame(crop, maps, det, uv.numpy(), bool(valid[t]), label, person)
+            if appearance:
+                shaded_v[t], residual_v[t] = shaded_frames(rep, t, maps, crop, skin)
         for _ in crops:  # drain (closes the video)
             pass
         if not np.isfinite(near):
@@ -185,6 +243,10 @@ def render_rep(rep_path: Path, out: Path | None = None, resolution: int | None =
         write_video(tmp / "normal.mp4", (normal_v[t] for t in range(T)), fps=fps)
         write_video(tmp / "depth.mp4", depth_frames(depth, mask), fps=fps)
         write_video(tmp / "overlay.mp4", (overlay_v[t] for t in range(T)), fps=fps)
+        if appearance:
+            write_video(tmp / "shaded.mp4", (shaded_v[t] for t in range(T)), fps=fps)
+            write_video(tmp / "residual.mp4", (residual_v[t] for t in range(T)), fps=fps)
+            del shaded_v, residual_v
         write_npz(tmp / "depth.npz", depth=depth, mask=mask, frame_indices=frames.astype(np.int64),
                   valid=valid.astype(np.uint8), intrinsics=intrinsics, near_far=np.array([near, far]))
         del normal_v, overlay_v, depth, mask
@@ -206,13 +268,19 @@ def render_rep(rep_path: Path, out: Path | None = None, resolution: int | None =
                              "frame_indices [T], valid [T], intrinsics [T,4] (fx, fy, cx, cy of each crop), "
                              "near_far [2]",
                 "overlay.mp4": "shaded mesh over the input crop; green: detected landmarks, red: the model's "
-                               "iBUG-68 landmarks; invalid frames have a red border",
+                               "iBUG-68 landmarks; cyan: the person mask's outline, yellow: the mesh's; invalid "
+                               "frames have a red border",
+                **({"shaded.mp4": "the photometric reconstruction: albedo × SH shading of the fitted lights",
+                    "residual.mp4": f"|crop − shaded| over the skin mask the fit used, colour-mapped (inferno; "
+                                    f"full scale {RESIDUAL_FULL_SCALE} in 0-1 colour units); grey: no source"}
+                   if appearance else {}),
             },
         }
         (tmp / "render.json").write_text(json.dumps(info, indent=2) + "\n")
     for n in notes:
         print(f"headrep render: note: {n}", file=sys.stderr)
-    print(f"wrote {out}/ (normal.mp4, depth.mp4, depth.npz, overlay.mp4, render.json): {T} frames at "
+    names = "normal.mp4, depth.mp4, depth.npz, overlay.mp4" + (", shaded.mp4, residual.mp4" if appearance else "")
+    print(f"wrote {out}/ ({names}, render.json): {T} frames at "
           f"{R}x{R} in {time.perf_counter() - t0:.1f} s")
     return out
 

@@ -1,0 +1,111 @@
+"""The silhouette stage: D_static alone, on the person mask above the neck, before the detail epochs.
+
+The coarse model is a bald head; long hair is centimetres away from its scalp, and the silhouette's gradients
+live only on the outline (the antialiased edge pixels). A short stage with D_static's own, larger learning rate
+grows the scalp, ears and neck into the person's outline under the offset regularisers (magnitude, Laplacian
+of D), so the detail epochs start from a head of the right shape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from headrep.io import progress as progress_bar
+from headrep.model import to_camera
+
+
+def silhouette_frames(fitter, k: int) -> torch.Tensor:
+    """Up to ``k`` frames spread over the clip that have a face, a person mask and silhouette rows."""
+    obs = fitter.obs
+    ok = np.nonzero(fitter.valid & obs.has_person & (obs.silhouette_rows > 0))[0]
+    if len(ok) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    pick = ok[np.unique(np.linspace(0, len(ok) - 1, min(k, len(ok))).round().astype(int))]
+    return torch.as_tensor(pick, dtype=torch.long)
+
+
+def _pooled(masks: np.ndarray, k: int) -> torch.Tensor:
+    """[B,R,R] masks averaged over k×k blocks -> [B,R/k,R/k] float."""
+    x = torch.as_tensor(np.asarray(masks, np.float32))
+    return x if k == 1 else torch.nn.functional.avg_pool2d(x[:, None], k)[:, 0]
+
+
+def run_silhouette(fitter, progress: bool = True) -> dict:
+    """Optimise D_static on the silhouette (+ its magnitude and Laplacian penalties), rendered at
+    1/``silhouette_downscale`` of the crop (an outline needs no full resolution); returns
+    {"frames", "loss_start", "loss_end"}."""
+    from headrep.fitting.detail import Step, silhouette_region, term_static_lap, term_static_mag
+
+    c, P, scene = fitter.cfg, fitter.params, fitter.scene
+    idx = silhouette_frames(fitter, c.silhouette_frames)
+    info = {"frames": len(idx), "loss_start": None, "loss_end": None}
+    if len(idx) == 0 or c.silhouette_steps <= 0:
+        return info
+    k = max(1, int(c.silhouette_downscale))
+    person = _pooled(fitter.obs.person[idx.numpy()], k)
+    region = _pooled(silhouette_region(fitter, idx).numpy(), k)
+    field = SmoothField(scene.head.faces, scene.head.num_vertices, c.silhouette_smoothing)
+    u = field.encode(P.static).requires_grad_(True)
+    opt = torch.optim.Adam([u], lr=c.lr_static_silhouette)
+    fixed = {n: v.detach() for n, v in P.view(idx).items()}
+    bar = progress_bar(range(c.silhouette_steps), c.silhouette_steps, "silhouette", "step", enabled=progress)
+    for _ in bar:
+        opt.zero_grad(set_to_none=True)
+        p = {**fixed, "static": field(u)}
+        verts, pose = scene.dense(p, offsets=True)
+        cover = scene.render(to_camera(verts), idx, float(p["focal"]), scale=1.0 / k)["mask"]
+        sil = (((cover - person) ** 2) * region).sum() / region.sum().clamp_min(1)
+        step = Step(fitter, idx, p, verts, pose, fitter.valid_t[idx])
+        loss = c.w_silhouette * sil + c.w_static_mag * term_static_mag(step) + c.w_static_lap * term_static_lap(step)
+        loss.backward()
+        opt.step()
+        value = float(sil.detach())
+        info["loss_start"] = value if info["loss_start"] is None else info["loss_start"]
+        info["loss_end"] = value
+        bar.set_postfix(silhouette=f"{value:.3e}")
+    bar.close()
+    with torch.no_grad():
+        P.static = field(u).detach()
+    return info
+
+
+class SmoothField:
+    """A per-vertex field parameterised as ``x = (I + λL)⁻¹ u`` (L the mesh's graph Laplacian): a gradient
+    step on u moves x smoothly over the surface, so a silhouette that pulls on a few outline vertices grows a
+    smooth bulge instead of spikes ("large steps" preconditioning of inverse rendering, Nicolet et al. 2021).
+    The matrix is factorised once; forward and backward are one sparse solve each (it is symmetric)."""
+
+    def __init__(self, faces, num_vertices: int, lam: float):
+        import scipy.sparse as sp
+        from scipy.sparse.linalg import factorized
+
+        from headrep.model import graph_laplacian
+
+        A = (sp.identity(num_vertices, format="csc") + lam * graph_laplacian(faces, num_vertices)).tocsc()
+        self._solve = factorized(A)
+        self._A = A
+
+    def solve(self, b: torch.Tensor) -> torch.Tensor:
+        x = np.stack([self._solve(np.ascontiguousarray(b[:, k].detach().cpu().double().numpy()))
+                      for k in range(b.shape[1])], 1)
+        return torch.as_tensor(x, dtype=b.dtype)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """u with (I + λL)⁻¹ u = x."""
+        u = self._A @ x.detach().double().numpy()
+        return torch.as_tensor(u, dtype=x.dtype)
+
+    def __call__(self, u: torch.Tensor) -> torch.Tensor:
+        return _Solve.apply(u, self)
+
+
+class _Solve(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, field):
+        ctx.field = field
+        return field.solve(u)
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.field.solve(g), None

@@ -1,0 +1,147 @@
+"""What the video supervises beyond landmarks: SH shading, the masks, attributes through the renderer, the
+albedo initialisation, and the silhouette + photometric fit against synthetic ground truth."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from headrep.errors import HeadrepError
+from headrep.fitting import FitConfig, Fitter
+from headrep.fitting.appearance import project_colours, to_channels
+from headrep.fitting.observe import is_grayscale, silhouette_rows, skin_mask
+from headrep.render import PinholeCamera, get_context, neutral_light, render_maps, sh_basis, shading
+
+
+def test_sh_basis_constants_and_neutral_light():
+    # the published constants of the basis DECA / metrical-tracker / VHAP use
+    n = torch.tensor([[0.0, 0.0, 1.0]])
+    b = sh_basis(n)[0]
+    assert b[0] == pytest.approx(0.2821, abs=1e-4)                       # 1/sqrt(4 pi)
+    assert b[3] == pytest.approx(1.0233, abs=1e-4)                       # (2 pi/3) sqrt(3/4pi) * z
+    assert b[8] == pytest.approx(0.2477 * 2, abs=1e-4)                   # (pi/8) sqrt(5/4pi) * (3z^2 - 1)
+    x = torch.nn.functional.normalize(torch.randn(2, 5, 7, 3), dim=-1)
+    assert torch.allclose(shading(x, neutral_light(2, 3)), torch.ones(2, 5, 7, 3), atol=1e-6)
+    # shading is linear in the light: a light on band 3 (z) alone shades by 1.0233 * z
+    L = torch.zeros(2, 9, 1)
+    L[:, 3] = 1.0
+    assert torch.allclose(shading(x, L)[..., 0], 1.0233 * x[..., 2], atol=1e-4)
+
+
+def test_observation_helpers():
+    R = 64
+    pts = np.full((478, 3), np.nan, np.float32)
+    pts[152, :2] = (32, 40)   # chin
+    pts[10, :2] = (32, 10)    # forehead top
+    assert silhouette_rows(pts, R) == math.ceil(40 + 0.35 * 30)
+    assert silhouette_rows(np.full((478, 3), np.nan), R) == 0
+    grey = np.repeat(np.random.default_rng(0).integers(0, 255, (4, 8, 8, 1), dtype=np.uint8), 3, -1)
+    assert is_grayscale(grey) and not is_grayscale(np.random.default_rng(1).integers(0, 255, (4, 8, 8, 3), np.uint8))
+    lum = to_channels(grey, True)
+    assert lum.shape == (4, 8, 8, 1) and torch.allclose(lum[..., 0], torch.as_tensor(grey[..., 0] / 255.0).float(),
+                                                        atol=1e-6)
+
+
+def test_skin_mask_on_a_face(body):
+    from headrep.fitting.synthetic import make_clip
+
+    track, _, _, _ = make_clip(body, T=1, resolution=128, seed=0, expressive=False)
+    p = track.points[0]
+    skin = skin_mask(p, 128)
+    def at(i):
+        return skin[int(round(p[i, 1])), int(round(p[i, 0]))]
+    assert at(50) and at(280)                      # the cheeks are skin
+    assert not at(468) and not at(473)             # iris centres are not
+    assert not at(13) and not at(105)              # the lips and a brow are not
+    assert 0.1 < skin.mean() < 0.6
+
+
+def _one_triangle():
+    verts = torch.tensor([[[-0.1, -0.1, 1.0], [0.1, -0.1, 1.0], [0.0, 0.1, 1.0]]])
+    faces = torch.tensor([[0, 1, 2]], dtype=torch.int32)
+    return verts, faces, PinholeCamera.from_fov(40, 32, 32)
+
+
+def test_render_maps_interpolates_attributes_and_can_fix_their_coverage():
+    verts, faces, cam = _one_triangle()
+    attr = torch.tensor([[1.0], [0.0], [0.0]], requires_grad=True)
+    ctx = get_context("cpu")
+    m = render_maps(ctx, verts, faces, cam, attributes={"a": attr})
+    inside = m["rast"][..., 3] > 0
+    # the attribute of vertex 0 interpolates to u (its barycentric weight), as nvdiffrast defines rast
+    assert torch.allclose(m["a"][..., 0][inside], m["rast"][..., 0][inside], atol=1e-5)
+    v = verts.clone().requires_grad_(True)
+    m = render_maps(ctx, v, faces, cam, attributes={"a": attr}, attributes_fixed_coverage=True)
+    m["a"].sum().backward()
+    assert v.grad is None or torch.all(v.grad == 0)         # no gradient through the barycentrics
+    assert attr.grad is not None and attr.grad.abs().sum() > 0
+    v2 = verts.clone().requires_grad_(True)
+    render_maps(ctx, v2, faces, cam, attributes={"a": attr})["a"].sum().backward()
+    assert v2.grad.abs().sum() > 0                          # ...which the default keeps
+
+
+def test_project_colours_returns_the_colour_a_vertex_sees():
+    verts, faces, cam = _one_triangle()
+    m = render_maps(get_context("cpu"), verts, faces, cam)
+    img = torch.full((1, 32, 32, 3), 0.25)
+    sums, w = project_colours(m["rast"], faces, img, torch.ones(1, 32, 32), 3)
+    assert torch.all(w > 0) and torch.allclose(sums / w[:, None], torch.full((3, 3), 0.25), atol=1e-6)
+
+
+def test_unknown_term_is_a_clear_error():
+    with pytest.raises(HeadrepError, match="unknown fitting term.*wrinkles"):
+        FitConfig(terms="landmarks,wrinkles")
+    with pytest.raises(HeadrepError, match="must include landmarks"):
+        FitConfig(terms="photometric")
+
+
+@pytest.fixture(scope="module")
+def rgb_clip(body):
+    from headrep.fitting.synthetic import make_clip
+
+    return make_clip(body, T=8, resolution=160, levels=1, seed=3, expressive=True, rgb=True, wrinkles_signed=False)
+
+
+def _fit(body, clip, terms, **kw):
+    track, _, truth, head = clip
+    cfg = FitConfig(resolution=160, coarse_steps=300, detail_epochs=20, window=8, terms=terms, **kw)
+    f = Fitter(body, track, None, cfg, observations=truth.extra["observations"])
+    res = f.run(progress=False)
+    return f, res
+
+
+@pytest.mark.slow
+def test_silhouette_and_photometric_fit_from_images_only(body, rgb_clip):
+    """Fitted from the images, masks and landmarks alone (no normal targets): the silhouette term grows the
+    scalp toward the hair the truth has and the outline matches; the photometric term explains the images."""
+    track, _, truth, head = rgb_clip
+    f_sil, r_sil = _fit(body, rgb_clip, "landmarks,silhouette,photometric")
+    f_no, r_no = _fit(body, rgb_clip, "landmarks,photometric")
+    face = torch.as_tensor(head.face_mask)
+    scalp = (~face) & (truth.static.norm(dim=-1) > 3e-3)
+    err = {k: float((f.params.static[scalp] - truth.static[scalp]).norm(dim=-1).mean() * 1e3)
+           for k, f in (("sil", f_sil), ("no", f_no))}
+    iou = {k: r.stats["detail"]["silhouette_iou"] for k, r in (("sil", r_sil), ("no", r_no))}
+    print("scalp error mm", err, "IoU", iou, "photometric L1", r_sil.stats["detail"]["photometric_l1"])
+    assert err["sil"] < err["no"]
+    assert iou["sil"] > 0.97 and iou["sil"] > iou["no"]
+    assert r_sil.stats["detail"]["photometric_l1"] < 0.02
+    # the albedo is the truth's up to a per-channel gain (albedo × light scale is not observable)
+    a, ta = f_sil.params.albedo[face], truth.extra["albedo"][face]
+    gain = (a * ta).sum(0) / (a * a).sum(0)
+    assert float((a * gain - ta).abs().mean()) < 0.15
+    assert "silhouette" in r_sil.stats["terms"] and r_sil.stats["silhouette_stage"]["frames"] > 0
+
+
+def test_occluded_frames_are_left_out_and_interpolated(body, rgb_clip):
+    track, _, truth, head = rgb_clip
+    obs = truth.extra["observations"]
+    occ = type(obs)(**{**obs.__dict__, "occluded_fraction": obs.occluded_fraction.copy()})
+    occ.occluded_fraction[3] = 0.9
+    f = Fitter(body, track, None, FitConfig(resolution=160, coarse_steps=20, detail_epochs=0), observations=occ)
+    assert not f.valid[3] and f.valid[[0, 1, 2, 4]].all() and f.occluded_frames[3]
+    res = f.run(progress=False)
+    assert res.tensors["valid"][3] == 0 and res.stats["observations"]["occluded_frames"] == [3]
+    P = f.params
+    assert torch.allclose(P.jaw[3], 0.5 * (P.jaw[2] + P.jaw[4]), atol=1e-6)   # interpolated, not fitted
