@@ -145,3 +145,41 @@ def test_occluded_frames_are_left_out_and_interpolated(body, rgb_clip):
     assert res.tensors["valid"][3] == 0 and res.stats["observations"]["occluded_frames"] == [3]
     P = f.params
     assert torch.allclose(P.jaw[3], 0.5 * (P.jaw[2] + P.jaw[4]), atol=1e-6)   # interpolated, not fitted
+
+
+def test_rep_appearance_round_trip_and_render(tmp_path, body):
+    """A rep without albedo (older, or fitted without the photometric term) still renders, without
+    shaded.mp4 and with a note; with albedo, lights and masks they are saved, read back and rendered: under a
+    neutral light the shaded video is the albedo itself."""
+    import json
+
+    from headrep.fitting.synthetic import make_synthetic_rep
+    from headrep.io import read_video
+    from headrep.rep import HeadRep
+    from headrep.model import DenseHead
+    from headrep.rep.outputs import render_rep
+
+    head = DenseHead(body, levels=0)
+    old = make_synthetic_rep(body, head, T=3, resolution=64)
+    old.save(tmp_path / "old")
+    out = render_rep(tmp_path / "old", tmp_path / "old_r")
+    info = json.loads((out / "render.json").read_text())
+    assert not (out / "shaded.mp4").exists() and any("no albedo" in n for n in info["notes"])
+    T, R = 3, 64
+    masks = {"person": np.full((T, R, R), 0.5, np.float32), "skin": np.eye(R, dtype=bool)[None].repeat(T, 0),
+             "occluded": np.zeros((T, R, R), bool)}
+    t = dict(old.tensors)
+    t["albedo"] = torch.full((head.num_vertices, 3), 0.5)
+    t["light"] = neutral_light(T, 3)
+    new = HeadRep.create(body, head, t, old.source, R, old.meta["fit"], masks=masks)
+    new.save(tmp_path / "new")
+    back = HeadRep.load(tmp_path / "new")
+    assert back.has_appearance and torch.allclose(back.tensors["albedo"], t["albedo"])
+    m = back.masks()
+    assert np.array_equal(m["skin"], masks["skin"]) and np.allclose(m["person"], 0.5, atol=1 / 255)
+    out = render_rep(tmp_path / "new", tmp_path / "new_r")
+    shaded = next(iter(read_video(out / "shaded.mp4")))[1]
+    mask = np.load(out / "depth.npz")["mask"][0] > 0.99
+    assert mask.any() and abs(float(np.median(shaded[mask])) - 128) <= 3   # 0.5 albedo × shading 1
+    with pytest.raises(HeadrepError, match="albedo and light come together"):
+        HeadRep.create(body, head, {**old.tensors, "albedo": t["albedo"]}, old.source, R, {})

@@ -157,7 +157,7 @@ def test_notebook_exports_ply(executed):
 
 @pytest.mark.slow
 def test_notebook_fits_a_rep_when_none_exists(tmp_path, monkeypatch):
-    """With nothing at HEADREP_REP, the first cell runs `headrep fit` on 24 frames of the sample video."""
+    """With nothing at HEADREP_REP, the first cell fits 24 frames of the sample video with `fit_video`."""
     from headrep.errors import HeadrepError
     from headrep.samples import sample_path
 
@@ -168,6 +168,6 @@ def test_notebook_fits_a_rep_when_none_exists(tmp_path, monkeypatch):
     rep_path = tmp_path / "fitted"
     nb = execute_notebook(tmp_path, rep_path, monkeypatch)
     text = "".join(outputs(nb, "stream"))
-    assert "fitting one" in text and (rep_path / "rep.json").is_file()
+    assert "fitting 24 frames of WolfgangLanger_Pexels.mp4" in text and (rep_path / "rep.json").is_file()
     assert "frames        24 fitted" in text
     assert len(outputs(nb, "image/png")) >= 3

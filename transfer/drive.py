@@ -172,6 +172,9 @@ def drive(src, tgt, mode: str = "mlp", model=None, src_ref: int | None = None, t
                "boxes": _boxes(tgt, rb, rt["head"], rt["head_ref"]),
                "static_offsets": B["static_offsets"], "dynamic_offsets": dyn, "face_vertices": B["face_vertices"],
                "valid": src.tensors["valid"], "frame_indices": src.tensors["frame_indices"]}
+    if tgt.has_appearance:  # B's albedo under B's reference light: a shaded render of B performing A's motion
+        tensors["albedo"] = B["albedo"]
+        tensors["light"] = B["light"][rb:rb + 1].expand(src.num_frames, -1, -1).clone()
     source = {"path": None, "kind": "driven", "fps": src.source_fps, "image_size": tgt.source.get("image_size"),
               "scale": tgt.source.get("scale", 1.0), "num_frames": src.num_frames}
     fit = {"drive": {"src": str(src.path), "tgt": str(tgt.path), "mode": mode, "src_ref": ra, "tgt_ref": rb,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from headrep.devices import DEVICE_CHOICES, DEVICE_HELP
+from headrep.commands.fit import add_config_options, config_from_args
 from headrep.errors import HeadrepError
 
 #: exit status when the run finished but some videos failed (2 stays "bad input to the command", 130 Ctrl-C)
@@ -44,7 +45,6 @@ then: headrep dataset status data/corpus | transfer train --dataset data/corpus 
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from headrep.commands.fit import config_default as d
 
     p = sub.add_parser("dataset", help="fit a corpus of videos on Ray (locally or on a cluster), resumable",
                        description="Work on a corpus of videos as one dataset folder (see `headrep dataset fit "
@@ -77,20 +77,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     fo.add_argument("--device", default=None, choices=DEVICE_CHOICES, help=DEVICE_HELP + " (default auto)")
     fo.add_argument("--frames", default=None, metavar="A:B", help="source frame range of every video (default all)")
     fo.add_argument("--stride", type=int, default=None, help="keep every K-th frame (default 1)")
-    fo.add_argument("--config", type=Path, default=None, metavar="FILE.json", help="FitConfig fields as JSON")
-    fo.add_argument("--resolution", type=int, default=None, choices=[256, 512],
-                    help=f"crop/render size (default {d('resolution')})")
-    fo.add_argument("--subdiv", type=int, default=None, choices=[0, 1, 2],
-                    help=f"dense upsampling levels (default {d('subdiv')})")
     fo.add_argument("--estimator", default=None, metavar="PATH", help="TorchScript/ONNX normal/depth network")
-    fo.add_argument("--no-offsets", action="store_true", default=None, help="fit without D_static/D_dyn")
-    fo.add_argument("--coarse-steps", type=int, default=None,
-                    help=f"stage 1 optimisation steps (default {d('coarse_steps')})")
-    fo.add_argument("--detail-epochs", type=int, default=None,
-                    help=f"stage 2 passes over the clip (default {d('detail_epochs')})")
-    fo.add_argument("--window", type=int, default=None,
-                    help=f"consecutive frames per stage-2 step (default {d('window')})")
-    fo.add_argument("--seed", type=int, default=None, help=f"random seed (default {d('seed')})")
+    add_config_options(fo)
     f.set_defaults(func=run_fit)
     s = dsub.add_parser("status", help="the manifest of a dataset as a table (status, errors, metrics)",
                         description="Print one line per video of DATASET's manifest and the counts per status.")
@@ -102,22 +90,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _config(args, recorded: dict | None):
     """FitConfig: --config FILE, else the recorded one (with --resume), else the defaults; then the options given."""
-    from headrep.commands.fit import CONFIG_OPTIONS
     from headrep.fitting import FitConfig
 
-    if args.config is not None:
-        cfg = FitConfig.from_file(args.config)
-    elif recorded:
-        cfg = FitConfig.from_dict(recorded["config"], "the dataset's recorded settings")
-    else:
-        cfg = FitConfig()
-    for dest, name in CONFIG_OPTIONS.items():
-        value = getattr(args, dest)
-        if value is not None:
-            setattr(cfg, name, value)
-    if args.no_offsets:
-        cfg.offsets = False
-    return cfg
+    base = FitConfig.from_dict(recorded["config"], "the dataset's recorded settings") if recorded else None
+    return config_from_args(args, base)
 
 
 def _fmt(v, spec: str) -> str:

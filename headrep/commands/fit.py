@@ -38,6 +38,32 @@ def parse_source_frames(spec: str | None) -> slice | None:
     return sel
 
 
+def add_config_options(p) -> None:
+    """The options that set FitConfig fields (defaults shown from FitConfig), on a parser or argument group;
+    `headrep fit` and `headrep dataset fit` share them. Read them back with :func:`config_from_args`."""
+    d = config_default
+    p.add_argument("--config", type=Path, default=None, metavar="FILE.json",
+                   help="FitConfig fields as a JSON object (any subset; see headrep/fitting/config.py)")
+    p.add_argument("--resolution", type=int, default=None, choices=[256, 512],
+                   help=f"crop/render size (default {d('resolution')})")
+    p.add_argument("--subdiv", type=int, default=None, choices=[0, 1, 2],
+                   help=f"dense upsampling levels (default {d('subdiv')})")
+    p.add_argument("--terms", default=None, metavar="T1,T2,…",
+                   help="what the video supervises, from landmarks (always), normals (dense normal/depth targets), "
+                        "silhouette (the person mask shapes the head, hair and neck: D_static), photometric "
+                        f"(albedo × SH shading against the image over skin: wrinkles into D_dyn); default "
+                        f"{d('terms')}")
+    p.add_argument("--no-offsets", action="store_true",
+                   help="fit without D_static/D_dyn (the SMPL-X-only ablation)")
+    p.add_argument("--coarse-steps", type=int, default=None,
+                   help=f"stage 1 optimisation steps (default {d('coarse_steps')})")
+    p.add_argument("--detail-epochs", type=int, default=None,
+                   help=f"stage 2 passes over the clip; 0 stops after stage 1 (default {d('detail_epochs')})")
+    p.add_argument("--window", type=int, default=None,
+                   help=f"consecutive frames per stage-2 step (default {d('window')})")
+    p.add_argument("--seed", type=int, default=None, help=f"random seed, recorded in the rep (default {d('seed')})")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     d = config_default
     p = sub.add_parser(
@@ -76,38 +102,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", default=None, metavar="A:B",
                    help="source frame range, Python slice semantics (e.g. 0:100); default: all")
     p.add_argument("--stride", type=int, default=1, help="keep every K-th frame (default 1)")
-    p.add_argument("--config", type=Path, default=None, metavar="FILE.json",
-                   help="FitConfig fields as a JSON object (any subset; see headrep/fitting/config.py)")
-    p.add_argument("--resolution", type=int, default=None, choices=[256, 512],
-                   help=f"crop/render size (default {d('resolution')})")
-    p.add_argument("--subdiv", type=int, default=None, choices=[0, 1, 2],
-                   help=f"dense upsampling levels (default {d('subdiv')})")
     p.add_argument("--estimator", default=None, metavar="PATH",
                    help="TorchScript (.pt/.ts) or ONNX (.onnx) normal/depth network; default: MediaPipe mesh targets")
-    p.add_argument("--terms", default=None, metavar="T1,T2,…",
-                   help="what the video supervises, from landmarks (always), normals (dense normal/depth targets), "
-                        "silhouette (the person mask shapes the head, hair and neck: D_static), photometric "
-                        f"(albedo × SH shading against the image over skin: wrinkles into D_dyn); default "
-                        f"{d('terms')}")
-    p.add_argument("--no-offsets", action="store_true",
-                   help="fit without D_static/D_dyn (the SMPL-X-only ablation)")
-    p.add_argument("--coarse-steps", type=int, default=None,
-                   help=f"stage 1 optimisation steps (default {d('coarse_steps')})")
-    p.add_argument("--detail-epochs", type=int, default=None,
-                   help=f"stage 2 passes over the clip; 0 stops after stage 1 (default {d('detail_epochs')})")
-    p.add_argument("--window", type=int, default=None,
-                   help=f"consecutive frames per stage-2 step (default {d('window')})")
-    p.add_argument("--seed", type=int, default=None, help=f"random seed, recorded in the rep (default {d('seed')})")
+    add_config_options(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted fit in OUT")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
     p.set_defaults(func=run)
 
 
-def config_from_args(args) -> FitConfig:
-    """FitConfig defaults, then --config FILE, then the options given on the command line."""
-    cfg = FitConfig.from_file(args.config) if args.config is not None else FitConfig()
+def config_from_args(args, base: FitConfig | None = None) -> FitConfig:
+    """FitConfig defaults (or ``base``), then --config FILE, then the options given on the command line."""
+    cfg = FitConfig.from_file(args.config) if args.config is not None else (base or FitConfig())
     given = {name: getattr(args, dest) for dest, name in CONFIG_OPTIONS.items() if getattr(args, dest) is not None}
-    if args.no_offsets:
+    if getattr(args, "no_offsets", False):
         given["offsets"] = False
     return FitConfig.from_dict({**cfg.to_dict(), **given}, "the command line")  # validates (--terms)
 

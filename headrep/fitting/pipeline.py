@@ -49,7 +49,7 @@ def _source_kind(source: Path) -> str:
     return "image" if source.suffix.lower() in IMAGE_EXTENSIONS else "video"
 
 
-def _prepare(source: Path, config: FitConfig, frames, stride: int, estimator, ckpt: Path | None, resume: bool,
+def prepare_inputs(source: Path, config: FitConfig, frames, stride: int, estimator, ckpt: Path | None, resume: bool,
              progress: bool):
     """(track, targets or None, observations or None), each cached in the checkpoint folder: what the fitter
     needs from the video, computed once."""
@@ -130,7 +130,7 @@ def fit_video(source, out=None, config: FitConfig | None = None, model=None, dev
         if body.is_standin and progress:
             print("headrep fit: using the procedural STAND-IN model (not SMPL-X); the rep records this. "
                   "Pass --model SMPLX_NEUTRAL.npz for SMPL-X.", file=sys.stderr)
-        track, targets, obs = _prepare(source, config, frames, stride, estimator, ckpt, resume, progress)
+        track, targets, obs = prepare_inputs(source, config, frames, stride, estimator, ckpt, resume, progress)
         if obs is not None:
             missing = np.nonzero(np.asarray(track.valid) & ~obs.has_person)[0]
             if len(missing):

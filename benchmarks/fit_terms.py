@@ -1,0 +1,199 @@
+"""What each data term of `headrep fit` buys: real videos and synthetic ground truth.
+
+Real videos (WolfgangLanger_Pexels, single_face; stand-in model unless --models adds "open"): the inputs are
+prepared once per video (`headrep.fitting.pipeline.prepare_inputs`: landmarks, MediaPipe-mesh normal targets,
+person / skin / hand masks), then fitted with the CLI's defaults and the terms of each row:
+
+    landmarks only | + MediaPipe normals | + silhouette | + photometric (all terms, the default)
+
+Columns (the fitter's `evaluate()` on the valid frames): landmark NME, head-region silhouette IoU (rows above
+the chin, person mask > 0.5 vs rendered coverage > 0.5), photometric L1 over visible skin (0-1 colour units;
+for rows fitted without the photometric term the albedo and lights are fitted afterwards to the fixed geometry,
+so every row is judged by the best shading explanation its geometry allows), normal agreement with the
+MediaPipe mesh (degrees), and s/frame end to end (the shared preparation + that row's fit).
+
+Synthetic (`make_clip(..., rgb=True)`: known albedo, per-frame SH lights, hair volume in D_static, forehead
+wrinkles in D_dyn that come and go), fitted from the images, masks and landmarks only: face error after
+per-frame similarity alignment, D_dyn correlation with the truth (normal component, face), the scalp's D_static
+error with and without the silhouette term, albedo error (per-channel gain aligned), and the share of the
+wrinkles' shading energy that went into the albedo (a second clip without wrinkles, same seed: the albedo
+difference against the wrinkles' own shading change, on the face).
+
+    python benchmarks/fit_terms.py --quick        # 48 frames of each video, short fits; synthetic 8 frames
+    python benchmarks/fit_terms.py                # whole videos (tens of minutes on 2 cores)
+    python benchmarks/fit_terms.py --no-real      # synthetic only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+ROWS = (("landmarks only", "landmarks"), ("+ MediaPipe normals", "landmarks,normals"),
+        ("+ silhouette", "landmarks,normals,silhouette"),
+        ("+ photometric (all)", "landmarks,normals,silhouette,photometric"))
+
+
+def appearance_only(fitter, epochs: int = 6) -> None:
+    """Fit albedo and lights to a finished geometry (for rows fitted without the photometric term)."""
+    import torch
+
+    from headrep.fitting.appearance import init_albedo, to_channels
+    from headrep.fitting.detail import TERMS, Step, render_step, windows
+    from headrep.fitting.params import RowAdam
+
+    fitter.terms = list(fitter.terms) + ["photometric"]
+    fitter.images = to_channels(fitter.track.crops, fitter.obs.grayscale)
+    init_albedo(fitter)
+    fitter.appearance_ready = True
+    c, P = fitter.cfg, fitter.params
+    P.requires_grad(["albedo", "light"])
+    opt, rows = torch.optim.Adam([P.albedo], lr=c.lr_albedo), RowAdam(P.light, c.lr_light)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        for idx in windows(fitter.scene.T, c.window, gen):
+            P.albedo.grad = P.light.grad = None
+            p = P.view(idx)
+            with torch.no_grad():
+                verts, pose = fitter.scene.dense(p, offsets=c.offsets)
+            step = Step(fitter, idx, p, verts, pose, fitter.valid_t[idx], render_step(fitter, verts, idx, p))
+            loss = sum(getattr(c, TERMS[n][1]) * TERMS[n][0](step)
+                       for n in ("photometric", "albedo_lap", "light_smooth", "light_white"))
+            loss.backward()
+            opt.step()
+            rows.step(idx)
+    P.requires_grad(["albedo", "light"], False)
+
+
+def real_video(name: str, model: str | None, args) -> list[dict]:
+    import numpy as np
+
+    from headrep.fitting import FitConfig, Fitter
+    from headrep.fitting.evaluate import evaluate
+    from headrep.fitting.pipeline import prepare_inputs
+    from headrep.model import BodyModel
+    from headrep.samples import sample_path
+
+    kw = {"coarse_steps": 100, "detail_epochs": 4} if args.quick else {}
+    frames = slice(0, 48) if args.quick else None
+    t0 = time.perf_counter()
+    track, targets, obs = prepare_inputs(sample_path(name), FitConfig(), frames, 1, None, None, False, False)
+    prep = time.perf_counter() - t0
+    body = BodyModel(model)
+    T = len(track.valid)
+    out = []
+    for label, terms in ROWS:
+        t1 = time.perf_counter()
+        f = Fitter(body, track, targets if "normals" in terms else None, FitConfig(terms=terms, **kw),
+                   observations=obs)
+        res = f.run(progress=False)
+        secs = time.perf_counter() - t1
+        if "photometric" not in terms:
+            f.targets = targets
+            appearance_only(f)
+        else:
+            f.targets = targets
+        m = evaluate(f, offsets=True)
+        out.append({"video": name, "model": body.kind, "row": label, "terms": terms, "frames": T,
+                    "valid": int(np.asarray(f.valid).sum()), "nme": m["landmark_nme"],
+                    "iou": m["silhouette_iou"], "photometric_l1": m["photometric_l1"], "normal_deg": m["normal_deg"],
+                    "s_per_frame": (prep + secs) / T, "fit_stats": res.stats["detail"] if "detail" in res.stats else None})
+        print(json.dumps({k: v for k, v in out[-1].items() if k != "fit_stats"}), flush=True)
+    return out
+
+
+def synthetic(args) -> dict:
+    import torch
+
+    from headrep.fitting import FitConfig, Fitter
+    from headrep.fitting.synthetic import face_errors_mm, make_clip
+    from headrep.model import BodyModel, to_camera, vertex_normals
+    from headrep.render import sh_basis
+
+    body = BodyModel()
+    T = 8
+    kw = dict(T=T, resolution=192, levels=1, seed=3, expressive=True, rgb=True, wrinkles_signed=False)
+    clip = make_clip(body, **kw)
+    plain = make_clip(body, **{**kw, "wrinkle_mm": 0.0})
+    epochs = 10 if args.quick else 40
+    flip = torch.tensor([1.0, -1.0, -1.0])
+
+    def fit(c, terms):
+        track, _, truth, head = c
+        f = Fitter(body, track, None, FitConfig(resolution=192, detail_epochs=epochs, window=8, terms=terms),
+                   observations=truth.extra["observations"])
+        return f, f.run(progress=False)
+
+    track, _, truth, head = clip
+    face = torch.as_tensor(head.face_mask)
+    res = {}
+    f_all, r_all = fit(clip, "landmarks,silhouette,photometric")
+    f_nosil, _ = fit(clip, "landmarks,photometric")
+    f_plain, _ = fit(plain, "landmarks,silhouette,photometric")
+    with torch.no_grad():
+        v, _ = f_all.dense(torch.arange(T))
+    res["face_error_mm"] = face_errors_mm(v * flip, truth.vertices_cam, face)["aligned_mm"]
+    dyn = torch.zeros(T, head.num_vertices, 3).index_copy(1, f_all.face_idx, f_all.params.dynamic)[:, face]
+    true = truth.dynamic[:, face]
+    n = true / true.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    res["dyn_correlation"] = float(torch.corrcoef(torch.stack([(dyn * n).sum(-1).reshape(-1),
+                                                               (true * n).sum(-1).reshape(-1)]))[0, 1])
+    scalp = (~face) & (truth.static.norm(dim=-1) > 3e-3)
+    for k, f in (("with", f_all), ("without", f_nosil)):
+        res[f"scalp_error_mm_{k}_silhouette"] = float((f.params.static[scalp] - truth.static[scalp]).norm(dim=-1).mean() * 1e3)
+    res["scalp_hair_mm"] = float(truth.static[scalp].norm(dim=-1).mean() * 1e3)
+    a, ta = f_all.params.albedo[face], truth.extra["albedo"][face]
+    gain = (a * ta).sum(0) / (a * a).sum(0)
+    res["albedo_error"] = float((a * gain - ta).abs().mean())
+    # wrinkle energy in the albedo: the albedo change a wrinkled clip causes, against the wrinkles' own shading
+    with torch.no_grad():
+        lights = truth.extra["light"]
+        n_with = vertex_normals(truth.vertices_cam, head.faces_t.long())
+        n_without = vertex_normals(plain[2].vertices_cam, head.faces_t.long())
+        shade = lambda nn: torch.einsum("tvk,tkc->tvc", sh_basis(nn), lights)  # noqa: E731
+        wrinkle = (truth.extra["albedo"][None] * (shade(n_with) - shade(n_without)))[:, face]
+        leak = ((f_all.params.albedo - f_plain.params.albedo)[None] * shade(n_without))[:, face]
+    res["wrinkle_energy_in_albedo"] = float((leak ** 2).sum() / (wrinkle ** 2).sum().clamp_min(1e-12))
+    res["photometric_l1"] = r_all.stats["detail"]["photometric_l1"]
+    res["silhouette_iou"] = r_all.stats["detail"]["silhouette_iou"]
+    print(json.dumps(res), flush=True)
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-real", action="store_true")
+    ap.add_argument("--no-synthetic", action="store_true")
+    ap.add_argument("--videos", default="WolfgangLanger_Pexels.mp4,single_face.mp4")
+    ap.add_argument("--models", default="standin", help="comma-separated: standin, open (or .npz paths)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    print(f"load average {os.getloadavg()}", flush=True)
+    rows = []
+    if not args.no_real:
+        for model in args.models.split(","):
+            for v in args.videos.split(","):
+                rows += real_video(v, None if model == "standin" else model, args)
+    syn = None if args.no_synthetic else synthetic(args)
+    print(f"\nload average {os.getloadavg()}\n")
+    if rows:
+        print("| video | model | terms | NME | head IoU | photometric L1 | normal err (deg) | s/frame |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['video']} ({r['frames']} frames) | {r['model']} | {r['row']} | {r['nme']:.4f} | {r['iou']:.3f} "
+                  f"| {r['photometric_l1']:.4f} | {r['normal_deg']:.2f} | {r['s_per_frame']:.2f} |")
+    if syn:
+        print("\n| synthetic (images, masks, landmarks only) | value |\n|---|---|")
+        for k, v in syn.items():
+            print(f"| {k} | {v:.4f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"real": rows, "synthetic": syn}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
