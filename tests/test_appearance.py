@@ -23,6 +23,8 @@ def test_sh_basis_constants_and_neutral_light():
     assert b[8] == pytest.approx(0.2477 * 2, abs=1e-4)                   # (pi/8) sqrt(5/4pi) * (3z^2 - 1)
     x = torch.nn.functional.normalize(torch.randn(2, 5, 7, 3), dim=-1)
     assert torch.allclose(shading(x, neutral_light(2, 3)), torch.ones(2, 5, 7, 3), atol=1e-6)
+    L = torch.randn(2, 9, 3)   # the written-out shading equals basis · light
+    assert torch.allclose(shading(x, L), torch.einsum("bhwk,bkc->bhwc", sh_basis(x), L), atol=1e-5)
     # shading is linear in the light: a light on band 3 (z) alone shades by 1.0233 * z
     L = torch.zeros(2, 9, 1)
     L[:, 3] = 1.0

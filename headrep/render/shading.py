@@ -35,8 +35,13 @@ def sh_basis(n: torch.Tensor) -> torch.Tensor:
 
 
 def shading(normal: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
-    """Shading [B,H,W,C] of normals [B,H,W,3] under per-frame lights [B,9,C]."""
-    return torch.einsum("bhwk,bkc->bhwc", sh_basis(normal), light)
+    """Shading [B,H,W,C] of normals [B,H,W,3] under per-frame lights [B,9,C]: Σ_k basis_k(n)·light[k], written
+    out term by term (a [B,H,W,9] basis tensor and an einsum cost several times more per frame)."""
+    L = (light * SH_CONST.to(light)[None, :, None])[:, None, None]      # [B,1,1,9,C], constants folded in
+    x, y, z = normal[..., 0:1], normal[..., 1:2], normal[..., 2:3]     # [B,H,W,1] broadcast over C
+    return (L[..., 0, :] + x * L[..., 1, :] + y * L[..., 2, :] + z * L[..., 3, :] + x * y * L[..., 4, :]
+            + x * z * L[..., 5, :] + y * z * L[..., 6, :] + (x * x - y * y) * L[..., 7, :]
+            + (3 * z * z - 1) * L[..., 8, :])
 
 
 def neutral_light(T: int, channels: int) -> torch.Tensor:
