@@ -13,7 +13,9 @@ For each clip folder (from `generator prepare`) and each checkpoint (one per con
 
 Baselines, evaluated the same way: **reference repeated** (the reference frame as every generated frame: what
 no motion scores) and, for self-reenactment, **ground truth** (the real crops against themselves: PSNR ∞,
-CSIM 1, AED = APD = 0). The rep's own shaded render is not a row yet: reps carry no albedo / lighting.
+CSIM 1, AED = APD = 0), and the **shaded render** of the clip's rep when it was fitted with the photometric term
+(albedo × per-frame SH shading composited over the reference frame: a model-based reenactment with no diffusion
+weights; in cross-reenactment B's albedo on the driven rep).
 
 Generated frames are evaluated as sampled (before MP4 encoding; ``generated.mp4`` is written for viewing), so
 the codec's loss is not counted against the model. Each row's numbers are the mean over clips (pairs) of the
@@ -38,6 +40,7 @@ from .evaluate import COLUMNS_CROSS, COLUMNS_SELF, EvalConfig, Frames, evaluate,
 __all__ = ["ProtocolConfig", "evaluate_set"]
 
 REF_ROW = "reference repeated"
+SHADED_ROW = "shaded render (rep albedo × SH)"
 GT_ROW = "ground truth"
 
 
@@ -56,6 +59,17 @@ class ProtocolConfig:
     motion: bool = True
     fit_steps: int | None = 100     # coarse steps of the AED/APD fits
     device: str = "auto"
+
+
+def _clip_rep(clip):
+    """The HeadRep a clip was prepared from, when it is there and carries albedo / lighting; else None."""
+    from headrep.rep import HeadRep
+
+    path = (clip.meta.get("rep") or {}).get("path")
+    if not path or not Path(path).is_dir():
+        return None
+    rep = HeadRep.load(Path(path))
+    return rep if rep.has_appearance else None
 
 
 def _write_frames(path: Path, frames: np.ndarray, fps: float) -> Frames:
@@ -154,6 +168,8 @@ def evaluate_set(clips, checkpoints, out, config: ProtocolConfig | None = None, 
 
 
 def _run(clips, models, checkpoints, out: Path, cfg: ProtocolConfig, transfer, F: int, R: int, t0: float) -> dict:
+    from headrep.rep.outputs import shaded_sequence
+
     from . import data
     from .metrics import FaceIdentity, load_lpips
 
@@ -190,6 +206,13 @@ def _run(clips, models, checkpoints, out: Path, cfg: ProtocolConfig, transfer, F
         folder.mkdir(parents=True, exist_ok=True)
         run_eval(self_evals, GT_ROW, clip.path, folder, **{**kw, "ecfg": {**ecfg, "frames": slice(s, s + F),
                                                                           "offset": 0}})
+        rep = _clip_rep(clip)
+        if rep is not None:
+            folder = base / "shaded_render"
+            folder.mkdir(parents=True, exist_ok=True)
+            pred = _write_frames(folder / "generated.mp4", shaded_sequence(rep, np.arange(s, s + F), R, ref_r),
+                                 clip.meta.get("fps", 16))
+            run_eval(self_evals, SHADED_ROW, pred, folder, **{**kw, "ecfg": dict(kw["ecfg"])})
         for model in models:
             cond = data.load_condition(clip.path, model.condition, F, R, start=s)
             video = _generate(model, data._resize_stack(data._to_unit(ref)[None], R)[0], cond, cfg)
@@ -236,6 +259,12 @@ def _run(clips, models, checkpoints, out: Path, cfg: ProtocolConfig, transfer, F
                 folder.mkdir(parents=True, exist_ok=True)
                 pred = _write_frames(folder / "generated.mp4", np.repeat(ref_r[None], F, 0), a.meta.get("fps", 16))
                 run_eval(cross_evals, REF_ROW, pred, folder, **{**kw, "ecfg": dict(kw["ecfg"])})
+                if driven.has_appearance:  # B's albedo (and reference light) on the driven rep
+                    folder = base / "shaded_render"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    pred = _write_frames(folder / "generated.mp4",
+                                         shaded_sequence(driven, np.arange(s, s + F), R, ref_r), a.meta.get("fps", 16))
+                    run_eval(cross_evals, SHADED_ROW, pred, folder, **{**kw, "ecfg": dict(kw["ecfg"])})
                 for model in models:
                     cond = data.load_condition(driven_path, model.condition, F, R, start=s)
                     video = _generate(model, data._resize_stack(data._to_unit(ref)[None], R)[0], cond, cfg)
@@ -256,7 +285,9 @@ def _run(clips, models, checkpoints, out: Path, cfg: ProtocolConfig, transfer, F
               "with papers' ArcFace / 3DMM numbers; n/a: no face found in any compared frame (by SFace's detector "
               "for CSIM, by the tracker for AED/APD). Cross-reenactment AED/APD compare a fit of the generated "
               "crops with the driven rep (fitted on full frames), so they carry that difference of pipelines; "
-              "compare rows, not absolute values. No row for the rep's shaded render: reps carry no albedo yet.")
+              "compare rows, not absolute values. The shaded-render row (a rep fitted with the photometric term: "
+              "its albedo × SH shading over the reference frame) needs no diffusion weights; it is absent for "
+              "reps fitted without the photometric term.")
     result = {"format": "generator.evaluation-set", "version": 1, "config": asdict(cfg),
               "clips": [str(c.path) for c in clips], "checkpoints": [str(c) for c in checkpoints],
               "transfer": str(transfer) if transfer else None, "self": self_rows, "cross": cross_rows,

@@ -183,5 +183,13 @@ def test_rep_appearance_round_trip_and_render(tmp_path, body):
     shaded = next(iter(read_video(out / "shaded.mp4")))[1]
     mask = np.load(out / "depth.npz")["mask"][0] > 0.99
     assert mask.any() and abs(float(np.median(shaded[mask])) - 128) <= 3   # 0.5 albedo × shading 1
+    # the model-based reenactment baseline: the shaded render over a background
+    from headrep.rep.outputs import shaded_sequence
+
+    seq = shaded_sequence(back, [0, 1], R, background=np.full((R, R, 3), 200, np.uint8))
+    assert seq.shape == (2, R, R, 3) and abs(int(np.median(seq[0][mask])) - 128) <= 1
+    assert (seq[0][np.load(out / "depth.npz")["mask"][0] == 0] == 200).all()
+    with pytest.raises(HeadrepError, match="no albedo"):
+        shaded_sequence(HeadRep.load(tmp_path / "old"), [0], R)
     with pytest.raises(HeadrepError, match="albedo and light come together"):
         HeadRep.create(body, head, {**old.tensors, "albedo": t["albedo"]}, old.source, R, {})

@@ -160,6 +160,32 @@ def frame_maps(rep, R: int, ctx, batch: int = RENDER_BATCH) -> Iterator[dict]:
             yield {**{name: x[i] for name, x in m.items()}, "camera": cam}
 
 
+@torch.no_grad()
+def shaded_sequence(rep, positions, resolution: int, background: np.ndarray | None = None, ctx=None) -> np.ndarray:
+    """uint8 [F,R,R,3]: the rep's photometric render (albedo × SH shading of its per-frame lights) of frame
+    ``positions`` at ``resolution``, composited by the antialiased coverage over ``background`` ([R,R,3] uint8,
+    e.g. a reference frame; default black) — a classical model-based reenactment, no learned weights."""
+    from headrep.render import get_context, render_maps, shading
+
+    if not rep.has_appearance:
+        raise HeadrepError("this rep has no albedo / lighting (fitted without the photometric term)")
+    ctx = ctx if ctx is not None else get_context("cpu")
+    R = int(resolution)
+    bg = np.zeros((R, R, 3), np.float32) if background is None else np.asarray(background, np.float32) / 255.0
+    out = np.zeros((len(positions), R, R, 3), np.uint8)
+    albedo = rep.tensors["albedo"].float()
+    for k in range(0, len(positions), RENDER_BATCH):
+        idx = [int(t) for t in positions[k:k + RENDER_BATCH]]
+        v = rep.vertices(idx, space="camera").float()
+        m = render_maps(ctx, v, rep.head.faces_t, [rep.crop_camera(t, R) for t in idx], attributes={"albedo": albedo})
+        rgb = (m["albedo"] * shading(m["normal"], rep.tensors["light"][idx].float())).clamp(0, 1)
+        if rgb.shape[-1] == 1:
+            rgb = rgb.expand(-1, -1, -1, 3)
+        a = m["mask"].clamp(0, 1)[..., None].numpy()
+        out[k:k + len(idx)] = ((rgb.numpy() * a + bg[None] * (1 - a)) * 255).round().clip(0, 255).astype(np.uint8)
+    return out
+
+
 def render_rep(rep_path: Path, out: Path | None = None, resolution: int | None = None, device: str = "auto",
                overwrite: bool = False, model: Path | None = None) -> Path:
     """`headrep render`: normal.mp4, depth.mp4, depth.npz, overlay.mp4 and render.json in OUT."""
