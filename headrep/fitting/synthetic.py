@@ -143,7 +143,8 @@ def lights(T: int, g: torch.Generator) -> torch.Tensor:
 
 def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 1, seed: int = 0,
               expressive: bool = True, static_mm: float = 2.0, wrinkle_mm: float = 2.5, wrinkles_signed: bool = True,
-              image_size=(360, 640), ctx=None, rgb: bool = False, hair_mm: float = 15.0):
+              image_size=(360, 640), ctx=None, rgb: bool = False, hair_mm: float = 15.0,
+              expression_amplitude: float = 1.0):
     """A synthetic clip: (track, targets, truth, head).
 
     ``rgb=True`` also renders what a camera would see, so a fit can use the silhouette and photometric terms
@@ -161,7 +162,7 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
     pose = torch.zeros(T, 55, 3)
     if expressive:
         k = min(6, body.num_expression)
-        expression[:, :k] = 1.0 * _smooth_track(T, k, g)
+        expression[:, :k] = expression_amplitude * _smooth_track(T, k, g)
         pose[:, 22, 0] = 0.08 * (1 + _smooth_track(T, 1, g)[:, 0]).clamp(0, 2)
     pose[:, 12] = 0.08 * _smooth_track(T, 3, g)
     pose[:, 0] = 0.05 * _smooth_track(T, 3, g)
