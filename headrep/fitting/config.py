@@ -65,7 +65,7 @@ class FitConfig:
     w_light_white: float = 1e-3      # lights close to white (colour belongs to the albedo)
     lr_albedo: float = 1e-2
     lr_light: float = 1e-2
-    occluded_frame: float = 0.6      # a frame whose face oval is covered more than this is left out (interpolated)
+    occluded_frame: float = 0.7      # a frame whose face oval is covered more than this is left out (interpolated)
 
     def __post_init__(self):
         self.term_list()  # an unknown term name fails here, before any work

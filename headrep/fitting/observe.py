@@ -20,7 +20,7 @@ from headrep.io import progress as progress_bar
 MP_FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
                 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
 MP_CHIN, MP_FOREHEAD = 152, 10
-HAND_DILATE = 0.12       # hand hull grown by this fraction of the crop side (fingers are thicker than points)
+HAND_DILATE = 0.04       # hand hull grown by this fraction of the crop side (fingers are thicker than points)
 NECK_MARGIN = 0.35       # silhouette rows: down to the chin plus this × the chin–forehead distance
 MIN_PERSON = 0.02        # a person mask covering less of the crop than this: no person found
 

@@ -46,13 +46,19 @@ def run_silhouette(fitter, progress: bool = True) -> dict:
     person = _pooled(fitter.obs.person[idx.numpy()], k)
     region = _pooled(silhouette_region(fitter, idx).numpy(), k)
     field = SmoothField(scene.head.faces, scene.head.num_vertices, c.silhouette_smoothing)
-    u = field.encode(P.static).requires_grad_(True)
+    # the face stays where the landmarks put it: the outline moves the scalp, ears and neck, fading in from the
+    # face border over a few rings of vertices instead of a step (the indicator smoothed by a short-range field)
+    outside = torch.as_tensor(~scene.head.face_mask, dtype=torch.float32)[:, None]
+    ramp = SmoothField(scene.head.faces, scene.head.num_vertices, 2.0).solve(outside)
+    weight = (outside * (2 * ramp - 1).clamp(0, 1)).float()
+    base = P.static.detach().clone()
+    u = torch.zeros_like(P.static).requires_grad_(True)
     opt = torch.optim.Adam([u], lr=c.lr_static_silhouette)
     fixed = {n: v.detach() for n, v in P.view(idx).items()}
     bar = progress_bar(range(c.silhouette_steps), c.silhouette_steps, "silhouette", "step", enabled=progress)
     for _ in bar:
         opt.zero_grad(set_to_none=True)
-        p = {**fixed, "static": field(u)}
+        p = {**fixed, "static": base + weight * field(u)}
         verts, pose = scene.dense(p, offsets=True)
         cover = scene.render(to_camera(verts), idx, float(p["focal"]), scale=1.0 / k)["mask"]
         sil = (((cover - person) ** 2) * region).sum() / region.sum().clamp_min(1)
@@ -66,7 +72,7 @@ def run_silhouette(fitter, progress: bool = True) -> dict:
         bar.set_postfix(silhouette=f"{value:.3e}")
     bar.close()
     with torch.no_grad():
-        P.static = field(u).detach()
+        P.static = (base + weight * field(u)).detach()
     return info
 
 
@@ -84,17 +90,11 @@ class SmoothField:
 
         A = (sp.identity(num_vertices, format="csc") + lam * graph_laplacian(faces, num_vertices)).tocsc()
         self._solve = factorized(A)
-        self._A = A
 
     def solve(self, b: torch.Tensor) -> torch.Tensor:
         x = np.stack([self._solve(np.ascontiguousarray(b[:, k].detach().cpu().double().numpy()))
                       for k in range(b.shape[1])], 1)
         return torch.as_tensor(x, dtype=b.dtype)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """u with (I + λL)⁻¹ u = x."""
-        u = self._A @ x.detach().double().numpy()
-        return torch.as_tensor(u, dtype=x.dtype)
 
     def __call__(self, u: torch.Tensor) -> torch.Tensor:
         return _Solve.apply(u, self)
