@@ -427,7 +427,7 @@ def _add_evaluate(sub) -> None:
 def _frames_arg(spec: str | None):
     if spec is None:
         return None
-    from headrep.fitting.video import parse_slice
+    from headrep.io import parse_slice
 
     s = parse_slice(spec)
     if isinstance(s, int):

@@ -129,7 +129,6 @@ def evaluate_set(clips, checkpoints, out, config: ProtocolConfig | None = None, 
     from headrep.io import check_output_dir
 
     from . import data
-    from .metrics import FaceIdentity, load_lpips
     from .model import HeadGenerator
 
     cfg = config or ProtocolConfig()

@@ -520,7 +520,7 @@ def fit_task(source: str, out: str, config: dict, model: str | None, device: str
              stride: int, estimator: str | None, resume: bool) -> dict:
     """The body of one fit task: fit_video into ``out`` and the row's metrics."""
     from headrep.fitting import FitConfig, fit_video
-    from headrep.fitting.video import parse_slice
+    from headrep.io import parse_slice
 
     sel = parse_slice(frames) if frames else None
     rep = fit_video(source, out, FitConfig.from_dict(config), model=model, device=device, progress=False,
@@ -561,7 +561,7 @@ def fit_dataset(videos: Iterable[str | os.PathLike], root: str | os.PathLike, co
     :func:`run_tasks` (``cpus_per_video``, ``gpus_per_video``, ``max_retries``).
     """
     from headrep.fitting import FitConfig
-    from headrep.fitting.video import parse_slice
+    from headrep.io import parse_slice
     from headrep.io import progress as progress_bar
     from headrep.model import BodyModel
 

@@ -25,7 +25,8 @@ import numpy as np
 
 from headrep.errors import HeadrepError
 
-__all__ = ["atomic_write", "atomic_dir", "check_output_dir", "crop_image", "file_sha256", "list_images", "progress",
+__all__ = ["atomic_write", "atomic_dir", "check_output_dir", "crop_image", "file_sha256", "list_images", "parse_slice",
+           "progress",
            "read_image", "read_video", "video_codec", "video_info", "write_npz", "write_png", "write_video",
            "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
 
@@ -74,6 +75,24 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def parse_slice(spec: str, what: str = "--frames") -> slice | int:
+    """Parse "A:B", "A:B:C" (Python slice semantics, either end optional) or a single "A" -> slice or int."""
+    parts = spec.strip().split(":")
+    try:
+        nums = [int(p) if p.strip() else None for p in parts]
+    except ValueError:
+        raise HeadrepError(f"{what} {spec!r}: expected integers, as in A:B (e.g. 0:10, 5:, :-1)") from None
+    if len(nums) == 1:
+        if nums[0] is None:
+            raise HeadrepError(f"{what} {spec!r}: expected A:B (integers, e.g. 0:10, 5:, :-1) or a single A")
+        return nums[0]
+    if len(nums) > 3:
+        raise HeadrepError(f"{what} {spec!r}: expected A:B or A:B:C")
+    if len(nums) == 3 and nums[2] == 0:
+        raise HeadrepError(f"{what} {spec!r}: the step cannot be 0")
+    return slice(*nums)
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

@@ -28,7 +28,7 @@ def config_default(name: str):
 
 def parse_source_frames(spec: str | None) -> slice | None:
     """'A:B' or 'A:B:C' (source frame numbers, Python slice semantics, either end optional) -> slice."""
-    from headrep.fitting.video import parse_slice
+    from headrep.io import parse_slice
 
     if spec is None:
         return None
@@ -65,7 +65,6 @@ def add_config_options(p) -> None:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    d = config_default
     p = sub.add_parser(
         "fit",
         help="fit a personalised dense head to a face video (writes a HeadRep folder)",

@@ -169,8 +169,6 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from headrep.rep import outputs
-
     from headrep.rep import HeadRep, describe, resolve_model
 
     rep = HeadRep.load(args.rep, build=False)

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from headrep.fitting import losses
 from headrep.fitting.coarse import priors, smoothness
-from headrep.fitting.params import POSE_AND_EXPRESSION, RowAdam
+from headrep.fitting.params import RowAdam
 from headrep.io import progress as progress_bar
 from headrep.model import to_camera
 

@@ -7,7 +7,6 @@ import numpy as np
 import torch
 
 from headrep.fitting import losses
-from headrep.model import to_camera
 
 
 def head_region(obs, track, idx: np.ndarray, R: int) -> np.ndarray:

@@ -29,7 +29,7 @@ from headrep.fitting.detail import run_detail
 from headrep.fitting.evaluate import evaluate
 from headrep.fitting.appearance import init_albedo
 from headrep.fitting.init import init_rigid_pnp, init_static_offsets
-from headrep.fitting.params import FitParams, RowAdam  # noqa: F401  (RowAdam: re-exported for tests)
+from headrep.fitting.params import FitParams
 from headrep.fitting.scene import Scene
 from headrep.fitting.silhouette import run_silhouette
 from headrep.model import BodyModel, DenseHead, uniform_laplacian

@@ -24,9 +24,7 @@ A :class:`FaceTrack` holds boxes, crops and points in crop pixels; :meth:`FaceTr
 
 from __future__ import annotations
 
-import math
 import os
-import sys
 import warnings
 from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable

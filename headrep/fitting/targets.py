@@ -19,7 +19,6 @@ per frame), larger = farther.
 
 from __future__ import annotations
 
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from headrep.errors import HeadrepError
-from headrep.model.constants import NUM_MP_FACE, NUM_MP_POINTS
+from headrep.model.constants import NUM_MP_FACE
 
 __all__ = [
     "Targets", "TargetEstimator", "MediaPipeMeshTargets", "NetworkTargets", "make_estimator",

@@ -24,14 +24,14 @@ folder, a video with no decodable frame, a frame range that selects nothing) rai
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from headrep.errors import HeadrepError
-from headrep.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_images, read_image, read_video, video_info
+from headrep.io import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_images, read_image,
+                        read_video, video_info)
 
 __all__ = ["Frames", "load_frames", "VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS", "IMAGE_FPS"]
 
@@ -73,22 +73,6 @@ class Frames:
 # helpers
 
 
-def parse_slice(spec: str, what: str = "--frames") -> slice | int:
-    """Parse "A:B", "A:B:C" (Python slice semantics, either end optional) or a single "A" -> slice or int."""
-    parts = spec.strip().split(":")
-    try:
-        nums = [int(p) if p.strip() else None for p in parts]
-    except ValueError:
-        raise HeadrepError(f"{what} {spec!r}: expected integers, as in A:B (e.g. 0:10, 5:, :-1)") from None
-    if len(nums) == 1:
-        if nums[0] is None:
-            raise HeadrepError(f"{what} {spec!r}: expected A:B (integers, e.g. 0:10, 5:, :-1) or a single A")
-        return nums[0]
-    if len(nums) > 3:
-        raise HeadrepError(f"{what} {spec!r}: expected A:B or A:B:C")
-    if len(nums) == 3 and nums[2] == 0:
-        raise HeadrepError(f"{what} {spec!r}: the step cannot be 0")
-    return slice(*nums)
 
 
 def _target_size(h: int, w: int, max_side: int | None) -> tuple[int, int, float]:

@@ -38,7 +38,7 @@ MP_SCALE = 0.01
 MP_OFFSET = np.array([0.0, 0.5734, 0.035])
 
 from headrep.model.constants import (  # noqa: E402  (re-exported: the stand-in's own tables)
-    J_HEAD, J_JAW, J_LCOLLAR, J_LEYE, J_LSHOULDER, J_NECK, J_RCOLLAR, J_REYE, J_RSHOULDER, J_SPINE2, J_SPINE3,
+    J_HEAD, J_JAW, J_LCOLLAR, J_LSHOULDER, J_NECK, J_RCOLLAR, J_RSHOULDER, J_SPINE2, J_SPINE3,
     MP_LEFT_EYE, MP_RIGHT_EYE, MP_TO_IBUG68, NUM_JOINTS, SMPLX_PARENTS)
 
 # The 21 vertex-joints smplx adds, in VertexJointSelector's order of keys.

@@ -16,7 +16,6 @@ import json
 import shutil
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -317,7 +316,7 @@ def render_rep(rep_path: Path, out: Path | None = None, resolution: int | None =
 
 def parse_positions(spec: str | None, T: int) -> np.ndarray:
     """Positions selected by "A:B" / "A:B:C" / "A" (0-based positions in the rep, Python slice semantics)."""
-    from headrep.fitting.video import parse_slice
+    from headrep.io import parse_slice
 
     if spec is None or spec.strip() in ("", ":"):
         return np.arange(T)
