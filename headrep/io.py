@@ -95,6 +95,21 @@ def parse_slice(spec: str, what: str = "--frames") -> slice | int:
     return slice(*nums)
 
 
+def read_json_object(path: str | os.PathLike, what: str, error=HeadrepError) -> dict:
+    """The JSON object in ``path``; ``error`` (a HeadrepError subclass, so a package can raise its own) when the
+    file cannot be read or parsed, or holds something other than an object (``what`` names what it should hold)."""
+    import json
+
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise error(f"cannot read config {path}: {exc}") from None
+    if not isinstance(d, dict):
+        raise error(f"config {path} must hold a JSON object of {what}")
+    return d
+
+
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """A folder's images in natural name order (frame2 before frame10), hidden files skipped."""
     import re

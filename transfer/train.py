@@ -7,7 +7,6 @@ the initialisation and the batches).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -47,13 +46,9 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> "TrainConfig":
         """Fields from a JSON object file (any subset), then ``overrides``; unknown keys are an error."""
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise TransferError(f"cannot read config {path}: {exc}") from None
-        if not isinstance(d, dict):
-            raise TransferError(f"config {path} must hold a JSON object of TrainConfig fields")
+        from headrep.io import read_json_object
+
+        d = read_json_object(path, "TrainConfig fields", TransferError)
         return with_overrides(cls(), {**d, **overrides}, str(path))
 
 

@@ -3,7 +3,6 @@ here, and `headrep fit --config FILE.json` overrides them)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -96,11 +95,6 @@ class FitConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "FitConfig":
         """A config from a JSON object file (any subset of the fields; the rest keep their defaults)."""
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise HeadrepError(f"cannot read config {path}: {exc}") from None
-        if not isinstance(d, dict):
-            raise HeadrepError(f"config {path} must hold a JSON object of FitConfig fields")
-        return cls.from_dict(d, str(path))
+        from headrep.io import read_json_object
+
+        return cls.from_dict(read_json_object(path, "FitConfig fields"), str(path))
