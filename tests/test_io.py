@@ -131,7 +131,13 @@ def test_png_and_npz(tmp_path):
         assert np.array_equal(d["x"], np.arange(5)) and np.array_equal(d["y"], np.eye(3))
     with np.load(tmp_path / "noext") as d:
         assert np.array_equal(d["z"], np.ones(2))
-    assert leftovers(tmp_path) == ["a.npz", "grey.png", "noext", "rgb.png"]
+    depth = np.random.default_rng(0).random((4, 32, 32)).astype(np.float32)
+    hio.write_npz(tmp_path / "fast.npz", compresslevel=1, depth=depth, k=np.arange(3))
+    with np.load(tmp_path / "fast.npz") as d:
+        assert sorted(d.files) == ["depth", "k"]
+        assert d["depth"].dtype == np.float32 and np.array_equal(d["depth"], depth)
+        assert np.array_equal(d["k"], np.arange(3))
+    assert leftovers(tmp_path) == ["a.npz", "fast.npz", "grey.png", "noext", "rgb.png"]
 
 
 def test_missing_and_non_video(tmp_path):
@@ -192,3 +198,48 @@ def test_mpeg4_fallback_round_trip(tmp_path, monkeypatch):
     got = [f for _, f in hio.read_video(out)]
     assert len(got) == 10
     assert np.mean([np.abs(f.astype(int) - o.astype(int)).mean() for f, o in zip(got, frames)]) < 6.0
+
+
+def test_background_video_writer_writes_what_write_video_writes(tmp_path):
+    """Frames handed over one by one (and the caller's buffer reused at once) give the same file as
+    write_video with the same settings (one x264 thread: byte-for-byte reproducible)."""
+    frames = moving_square(12)
+    hio.write_video(tmp_path / "direct.mp4", frames, fps=25, preset="superfast", threads=1)
+    buf = np.empty_like(frames[0])
+    with hio.BackgroundVideoWriter(tmp_path / "background.mp4", fps=25, queue_size=2, preset="superfast",
+                                   threads=1) as video:
+        for f in frames:
+            buf[...] = f
+            video.write(buf)
+    assert (tmp_path / "background.mp4").read_bytes() == (tmp_path / "direct.mp4").read_bytes()
+    assert leftovers(tmp_path) == ["background.mp4", "direct.mp4"]
+    got = np.stack([f for _, f in hio.read_video(tmp_path / "background.mp4")])
+    assert got.shape == frames.shape and np.abs(got.astype(int) - frames).mean() < 3.0
+
+
+def test_write_video_preset_changes_the_encoding(tmp_path):
+    frames = moving_square(12)
+    a = hio.write_video(tmp_path / "a.mp4", frames, preset="ultrafast", threads=1).read_bytes()
+    b = hio.write_video(tmp_path / "b.mp4", frames, preset="veryslow", threads=1).read_bytes()
+    if hio.video_codec() == "libx264":
+        assert a != b
+    for name in ("a.mp4", "b.mp4"):
+        got = np.stack([f for _, f in hio.read_video(tmp_path / name)])
+        assert np.abs(got.astype(int) - frames).mean() < 3.0
+
+
+def test_background_video_writer_failures_leave_nothing(tmp_path):
+    frames = moving_square(6)
+    with pytest.raises(RuntimeError, match="caller failed"):  # the caller's error: aborted, no file
+        with hio.BackgroundVideoWriter(tmp_path / "a.mp4", fps=25) as video:
+            for f in frames[:3]:
+                video.write(f)
+            raise RuntimeError("caller failed")
+    with pytest.raises(ValueError, match="expected uint8"):  # the encoder's error reaches the caller
+        with hio.BackgroundVideoWriter(tmp_path / "b.mp4", fps=25, queue_size=1) as video:
+            video.write(frames[0])
+            for _ in range(50):
+                video.write(frames[1].astype(np.float32))
+    with pytest.raises(ValueError, match="no frames"):
+        hio.BackgroundVideoWriter(tmp_path / "c.mp4").close()
+    assert leftovers(tmp_path) == []

@@ -12,8 +12,8 @@ so an interrupted run leaves nothing half-written.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -60,10 +60,13 @@ def draw_points(img: np.ndarray, pts: np.ndarray, color, radius: int) -> None:
     import cv2
 
     H, W = img.shape[:2]
-    for u, v in np.asarray(pts, dtype=np.float64)[:, :2]:
-        if not (np.isfinite(u) and np.isfinite(v)) or not (-radius <= u < W + radius and -radius <= v < H + radius):
-            continue
-        cv2.circle(img, (int(round(u * 16)), int(round(v * 16))), radius * 16, color, -1, cv2.LINE_AA, shift=4)
+    p = np.asarray(pts, dtype=np.float64)[:, :2]
+    u, v = p[:, 0], p[:, 1]
+    # the selection and the fixed-point rounding for all points at once (a Python loop over 478 MediaPipe
+    # points cost more than the drawing); np.round rounds halves to even like round()
+    keep = np.isfinite(u) & np.isfinite(v) & (u >= -radius) & (u < W + radius) & (v >= -radius) & (v < H + radius)
+    for x, y in np.round(p[keep] * 16).astype(np.int64).tolist():
+        cv2.circle(img, (x, y), radius * 16, color, -1, cv2.LINE_AA, shift=4)
 
 
 def overlay_frame(crop: np.ndarray | None, maps: dict, detected: np.ndarray | None, model68: np.ndarray,
@@ -73,13 +76,14 @@ def overlay_frame(crop: np.ndarray | None, maps: dict, detected: np.ndarray | No
     (yellow)."""
     import cv2
 
-    normal = maps["normal"].numpy()
     mask = maps["mask"].numpy().clip(0, 1)
     R = mask.shape[0]
-    base = np.zeros((R, R, 3), np.float32) if crop is None else crop.astype(np.float32) / 255.0
-    a = (OVERLAY_ALPHA * mask)[..., None]
-    img = base * (1 - a) + shade(normal) * a
-    img = np.ascontiguousarray((img * 255).round().clip(0, 255).astype(np.uint8))
+    # blended where the mesh covers the crop only: elsewhere (alpha 0) the blend gives the crop back exactly
+    img = np.zeros((R, R, 3), np.uint8) if crop is None else np.array(crop, np.uint8)
+    on = mask > 0
+    base = img[on].astype(np.float32) / 255.0
+    a = (OVERLAY_ALPHA * mask[on])[..., None]
+    img[on] = ((base * (1 - a) + shade(maps["normal"].numpy()[on]) * a) * 255).round().clip(0, 255).astype(np.uint8)
     r = max(1, round(R / 256))
     if detected is not None:
         draw_points(img, detected, DETECTED_RGB, r)
@@ -110,39 +114,67 @@ def _resized(mask: np.ndarray, R: int) -> np.ndarray:
 def shaded_frames(rep, t: int, maps: dict, crop: np.ndarray | None, skin: np.ndarray | None):
     """(shaded, residual) uint8 RGB [R,R,3] of frame ``t``: albedo × SH shading of the rendered normals on black,
     and |crop − shaded| over the skin mask (the rendered coverage when the rep has no masks) as a heat map."""
+    batch = {name: maps[name][None] for name in ("albedo", "normal", "mask", "rast")}
+    shaded, residual = shaded_batch(rep, [t], batch, [crop], [skin])
+    return shaded[0], residual[0]
+
+
+def shaded_batch(rep, idx, maps: dict, crops: list, skins: list) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`shaded_frames` of frames ``idx`` at once: ``maps`` holds render_maps' [B,...] "albedo", "normal",
+    "mask", "rast"; ``crops`` / ``skins`` one entry (or None) per frame. -> (shaded, residual) uint8 [B,R,R,3]."""
     import cv2
 
     from headrep.render import shading
 
-    light = rep.tensors["light"][t:t + 1].to(maps["normal"].dtype)
-    rgb = (maps["albedo"][None] * shading(maps["normal"][None], light))[0].clamp(0, 1)
-    cover = maps["mask"].clamp(0, 1)[..., None]
-    rgb = (rgb * cover).numpy()
+    light = rep.tensors["light"][list(idx)].to(maps["normal"].dtype)
+    drawn = maps["rast"][..., 3] > 0
+    # shaded where a triangle was drawn only: elsewhere the interpolated albedo is 0, and so is the product
+    rgb = maps["albedo"].new_zeros(maps["albedo"].shape)
+    for i in range(len(idx)):
+        n = maps["normal"][i][drawn[i]][None, None]  # [1,1,N,3]
+        rgb[i][drawn[i]] = (maps["albedo"][i][drawn[i]] * shading(n, light[i:i + 1])[0, 0]).clamp(0, 1)
+    rgb = (rgb * maps["mask"].clamp(0, 1)[..., None]).numpy()
     if rgb.shape[-1] == 1:
         rgb = np.repeat(rgb, 3, -1)
     shaded = (rgb * 255).round().astype(np.uint8)
-    R = shaded.shape[0]
-    if crop is None:
-        return shaded, np.full((R, R, 3), 64, np.uint8)
-    where = (maps["rast"][..., 3] > 0).numpy() & (skin > 0.5 if skin is not None else True)
-    c = crop.astype(np.float32) / 255.0
-    if rep.tensors["albedo"].shape[-1] == 1:
-        c = np.repeat((c * np.array([0.299, 0.587, 0.114], np.float32)).sum(-1, keepdims=True), 3, -1)
-    err = np.abs(c - rgb).mean(-1) * where
-    heat = cv2.applyColorMap(np.clip(err / RESIDUAL_FULL_SCALE * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
-    return shaded, np.ascontiguousarray(heat[..., ::-1])
+    B, R = shaded.shape[:2]
+    residual = np.full((B, R, R, 3), 64, np.uint8)  # grey: no source frame
+    have = [i for i, c in enumerate(crops) if c is not None]
+    if not have:
+        return shaded, residual
+    grey = rep.tensors["albedo"].shape[-1] == 1
+    drawn = drawn.numpy()
+    err = np.empty((len(have), R, R), np.float32)
+    for j, i in enumerate(have):
+        where = drawn[i] & (skins[i] > 0.5) if skins[i] is not None else drawn[i]
+        c = crops[i].astype(np.float32) / 255.0
+        if grey:
+            c = np.repeat((c * np.array([0.299, 0.587, 0.114], np.float32)).sum(-1, keepdims=True), 3, -1)
+        err[j] = np.abs(c - rgb[i]).mean(-1) * where
+    level = np.clip(err / RESIDUAL_FULL_SCALE * 255, 0, 255).astype(np.uint8)
+    heat = cv2.applyColorMap(level.reshape(-1, R), cv2.COLORMAP_INFERNO).reshape(len(have), R, R, 3)  # a LUT
+    residual[have] = heat[..., ::-1]
+    return shaded, residual
 
 
 # ----------------------------------------------------------------------------------------------------------
 # render
 
+# x264 settings of render's videos. superfast rather than x264's default (medium): at crf 18 it encodes the five
+# 256² videos in about a third of medium's CPU time, and measured against the raw frames its PSNR is as high or
+# higher on each of them (what the encoding loses there is mostly yuv420p's halved chroma, not the preset's
+# motion search); the files are ~2x larger (~11 kB per frame for all five at 256²). threads=1: the videos are
+# encoded side by side in their own threads already (x264's frame threads would only add CPU time), and one
+# thread makes the files byte-for-byte reproducible. Figures: benchmarks/throughput.py.
+RENDER_VIDEO_OPTIONS = {"crf": 18, "preset": "superfast", "threads": 1}
+
 RENDER_BATCH = 16  # frames per body-model forward and rasterizer call: one frame per call costs ~4x more (profiled)
 
 
-def frame_maps(rep, R: int, ctx, batch: int = RENDER_BATCH) -> Iterator[dict]:
-    """What ``rep.render(t, R, ctx)`` returns, for t = 0, 1, ... in order, computed ``batch`` frames at a time
-    (one body-model forward and one render_maps call per batch: the per-call overheads dominated a frame's
-    time). Each dict also holds render_maps' other outputs (e.g. "rast") for that frame."""
+def map_batches(rep, R: int, ctx, batch: int = RENDER_BATCH) -> Iterator[tuple[list[int], dict, list]]:
+    """(positions, maps, cameras) for ``batch`` frames at a time, in order: one body-model forward and one
+    render_maps call per batch (the per-call overheads dominated a frame's time). ``maps`` is render_maps'
+    output on the CPU ([B,...] tensors: normal, depth, mask, rast, and albedo when the rep has appearance)."""
     from headrep.render.maps import render_maps
 
     dev = getattr(ctx, "device", torch.device("cpu"))
@@ -154,7 +186,13 @@ def frame_maps(rep, R: int, ctx, batch: int = RENDER_BATCH) -> Iterator[dict]:
         attrs = {"albedo": rep.tensors["albedo"].to(v.dtype).to(dev)} if rep.has_appearance else None
         with torch.no_grad():
             m = render_maps(ctx, v, faces, cams if len(cams) > 1 else cams[0], attributes=attrs)
-        m = {name: x.cpu() for name, x in m.items()}
+        yield idx, {name: x.cpu() for name, x in m.items()}, cams
+
+
+def frame_maps(rep, R: int, ctx, batch: int = RENDER_BATCH) -> Iterator[dict]:
+    """What ``rep.render(t, R, ctx)`` returns, for t = 0, 1, ... in order, computed ``batch`` frames at a time
+    (:func:`map_batches`). Each dict also holds render_maps' other outputs (e.g. "rast") for that frame."""
+    for idx, m, cams in map_batches(rep, R, ctx, batch):
         for i, cam in enumerate(cams):
             yield {**{name: x[i] for name, x in m.items()}, "camera": cam}
 
@@ -187,8 +225,11 @@ def shaded_sequence(rep, positions, resolution: int, background: np.ndarray | No
 
 def render_rep(rep_path: Path, out: Path | None = None, resolution: int | None = None, device: str = "auto",
                overwrite: bool = False, model: Path | None = None) -> Path:
-    """`headrep render`: normal.mp4, depth.mp4, depth.npz, overlay.mp4 and render.json in OUT."""
-    from headrep.io import atomic_dir, check_output_dir, write_npz, write_video
+    """`headrep render`: normal.mp4, depth.mp4, depth.npz, overlay.mp4 (+ shaded.mp4, residual.mp4) and
+    render.json in OUT."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from headrep.io import BackgroundVideoWriter, atomic_dir, check_output_dir, write_npz, write_video
     from headrep.render import get_context
     from headrep.render.maps import encode_depth, encode_normals
 
@@ -209,49 +250,56 @@ def render_rep(rep_path: Path, out: Path | None = None, resolution: int | None =
     notes: list[str] = []
     model68 = rep.landmarks68(None, space="camera")  # [T,68,3]
 
-    with atomic_dir(out) as tmp:
-        scratch = tmp / ".scratch"
-        scratch.mkdir()
-        mm = lambda name, dtype, shape: np.lib.format.open_memmap(scratch / f"{name}.npy", "w+", dtype, shape)  # noqa: E731
-        normal_v = mm("normal", np.uint8, (T, R, R, 3))
-        overlay_v = mm("overlay", np.uint8, (T, R, R, 3))
-        appearance = rep.has_appearance
-        if appearance:
-            shaded_v = mm("shaded", np.uint8, (T, R, R, 3))
-            residual_v = mm("residual", np.uint8, (T, R, R, 3))
-        else:
-            notes.append("the rep has no albedo / lighting (fitted without the photometric term, or before it "
-                         "existed): shaded.mp4 and residual.mp4 are not written")
-        fit_masks = rep.masks()
-        depth = mm("depth", np.float32, (T, R, R))
-        mask = mm("mask", np.float32, (T, R, R))
+    appearance = rep.has_appearance
+    if not appearance:
+        notes.append("the rep has no albedo / lighting (fitted without the photometric term, or before it "
+                     "existed): shaded.mp4 and residual.mp4 are not written")
+    fit_masks = rep.masks()
+    fps = rep.fps
+    with atomic_dir(out) as tmp, contextlib.ExitStack() as videos:
+        # normal, overlay, shaded and residual are encoded as their frames are made, each in its own thread
+        # (headrep.io.BackgroundVideoWriter); depth.mp4 needs the whole video's near / far, so it is encoded
+        # from the depth stack at the end, while depth.npz is compressed beside it
+        video = lambda name: videos.enter_context(  # noqa: E731
+            BackgroundVideoWriter(tmp / name, fps=fps, **RENDER_VIDEO_OPTIONS))
+        normal_w, overlay_w = video("normal.mp4"), video("overlay.mp4")
+        shaded_w, residual_w = (video("shaded.mp4"), video("residual.mp4")) if appearance else (None, None)
+        depth = np.lib.format.open_memmap(tmp / ".depth.npy", "w+", np.float32, (T, R, R))
+        mask = np.lib.format.open_memmap(tmp / ".mask.npy", "w+", np.float32, (T, R, R))
         intrinsics = np.zeros((T, 4), np.float64)
         near, far = np.inf, -np.inf
         crops = source_crops(rep, R, notes)
         valid = rep.valid
         frames = rep.frames
-        batches = frame_maps(rep, R, ctx)
-        for t in progress(range(T), T, "render"):
-            maps = next(batches)  # = rep.render(t, R, ctx), rendered RENDER_BATCH frames at a time
-            cam = maps["camera"]
-            intrinsics[t] = (cam.fx, cam.fy, cam.cx, cam.cy)
+        bar = progress(None, T, "render")
+        for idx, maps, cams in map_batches(rep, R, ctx):
+            a, b = idx[0], idx[-1] + 1
             d, m = maps["depth"], maps["mask"]
-            depth[t] = d.numpy().astype(np.float32)
-            mask[t] = m.numpy().astype(np.float32)
+            depth[a:b] = d.numpy()
+            mask[a:b] = m.numpy()
             cover = (d > 0) & (m > 0)
             if bool(cover.any()):
                 near, far = min(near, float(d[cover].min())), max(far, float(d[cover].max()))
-            normal_v[t] = encode_normals(maps["normal"], m).numpy()
-            uv, _ = cam.project(model68[t].double())
-            det = detected_all[t, :, :2] * lm_scale if detected_all is not None else None
-            label = f"{t} / frame {int(frames[t])}"
-            crop = next(crops)
-            person = skin = None
-            if fit_masks is not None:
-                person, skin = (_resized(fit_masks[k][t], R) for k in ("person", "skin"))
-            overlay_v[t] = overlay_frame(crop, maps, det, uv.numpy(), bool(valid[t]), label, person)
+            normals = encode_normals(maps["normal"], m).numpy()
+            batch_crops = [next(crops) for _ in idx]
+            skins = [None] * len(idx)
+            for i, (t, cam) in enumerate(zip(idx, cams)):
+                intrinsics[t] = (cam.fx, cam.fy, cam.cx, cam.cy)
+                normal_w.write(normals[i])
+                uv, _ = cam.project(model68[t].double())
+                det = detected_all[t, :, :2] * lm_scale if detected_all is not None else None
+                person = None
+                if fit_masks is not None:
+                    person, skins[i] = (_resized(fit_masks[k][t], R) for k in ("person", "skin"))
+                overlay_w.write(overlay_frame(batch_crops[i], {"normal": maps["normal"][i], "mask": m[i]}, det,
+                                              uv.numpy(), bool(valid[t]), f"{t} / frame {int(frames[t])}", person))
             if appearance:
-                shaded_v[t], residual_v[t] = shaded_frames(rep, t, maps, crop, skin)
+                shaded, residual = shaded_batch(rep, idx, maps, batch_crops, skins)
+                for i in range(len(idx)):
+                    shaded_w.write(shaded[i])
+                    residual_w.write(residual[i])
+            bar.update(len(idx))
+        bar.close()
         for _ in crops:  # drain (closes the video)
             pass
         if not np.isfinite(near):
@@ -259,23 +307,22 @@ def render_rep(rep_path: Path, out: Path | None = None, resolution: int | None =
             notes.append("the mesh is outside every crop: all maps are empty")
 
         def depth_frames(depth, mask):
-            for t in range(T):
-                g = encode_depth(torch.from_numpy(np.array(depth[t])), torch.from_numpy(np.array(mask[t])),
-                                 near, far).numpy()
-                yield np.repeat(g[..., None], 3, -1)
+            for k in range(0, T, RENDER_BATCH):
+                grey = encode_depth(torch.from_numpy(np.array(depth[k:k + RENDER_BATCH])),
+                                    torch.from_numpy(np.array(mask[k:k + RENDER_BATCH])), near, far).numpy()
+                yield from np.repeat(grey[..., None], 3, -1)
 
-        fps = rep.fps
-        write_video(tmp / "normal.mp4", (normal_v[t] for t in range(T)), fps=fps)
-        write_video(tmp / "depth.mp4", depth_frames(depth, mask), fps=fps)
-        write_video(tmp / "overlay.mp4", (overlay_v[t] for t in range(T)), fps=fps)
-        if appearance:
-            write_video(tmp / "shaded.mp4", (shaded_v[t] for t in range(T)), fps=fps)
-            write_video(tmp / "residual.mp4", (residual_v[t] for t in range(T)), fps=fps)
-            del shaded_v, residual_v
-        write_npz(tmp / "depth.npz", depth=depth, mask=mask, frame_indices=frames.astype(np.int64),
-                  valid=valid.astype(np.uint8), intrinsics=intrinsics, near_far=np.array([near, far]))
-        del normal_v, overlay_v, depth, mask
-        shutil.rmtree(scratch)
+        with ThreadPoolExecutor(1) as pool:
+            depth_video = pool.submit(write_video, tmp / "depth.mp4", depth_frames(depth, mask), fps=fps,
+                                      **RENDER_VIDEO_OPTIONS)
+            write_npz(tmp / "depth.npz", compresslevel=1, depth=depth, mask=mask,
+                      frame_indices=frames.astype(np.int64), valid=valid.astype(np.uint8), intrinsics=intrinsics,
+                      near_far=np.array([near, far]))
+            depth_video.result()
+        videos.close()  # the streamed videos are finished here
+        del depth, mask
+        (tmp / ".depth.npy").unlink()
+        (tmp / ".mask.npy").unlink()
         info = {
             "tool": "headrep render",
             "rep": str(rep_path.resolve()),
