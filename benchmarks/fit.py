@@ -24,6 +24,11 @@ may be shared: timings are wall-clock and the load average before/after is print
     python benchmarks/fit.py                           # whole videos, CLI defaults (~25 min on 2 busy cores)
     python benchmarks/fit.py --quick                   # first 48 frames of each, fewer steps (~5 min)
     python benchmarks/fit.py --frames 96 --videos WolfgangLanger_Pexels.mp4 --json out/fit_bench.json
+    python benchmarks/fit.py --models standin,open --quick   # a model column: the stand-in vs the open model
+
+`--models` (default `standin`) runs every video with each model (`standin`, `open` or a model file), each
+video x model in its own child process; the tables then carry a model column and a last table compares the
+models' coarse and detail rows (NME, normal error, silhouette IoU where the term ran, s/frame).
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ def _config_kwargs(args) -> dict:
     return kw
 
 
-def run_video(name: str, args) -> dict:
+def run_video(name: str, args, model: str = "standin") -> dict:
     """The fit pipeline on one sample video; returns the numbers (see the module docstring)."""
     import numpy as np
     import torch
@@ -75,7 +80,7 @@ def run_video(name: str, args) -> dict:
     path = sample_path(name)
     load0 = os.getloadavg()
     t_start = time.perf_counter()
-    body = BodyModel(None)  # the CLI's default model (the procedural stand-in unless one is configured)
+    body = BodyModel(model)  # "standin" (the CLI's default), "open" or a model file
     ctx = get_context("cpu")
     t_setup = time.perf_counter()
 
@@ -106,10 +111,12 @@ def run_video(name: str, args) -> dict:
 
     def row(s: dict) -> dict:
         return {k: float(s[k]) for k in ("landmark_nme", "normal_deg", "depth_ssi", "seconds")} | {
-            "seconds_per_frame": float(s["seconds"]) / T, "frames_evaluated": int(s["frames"])}
+            "seconds_per_frame": float(s["seconds"]) / T, "frames_evaluated": int(s["frames"]),
+            "silhouette_iou": float(s.get("silhouette_iou", float("nan")))}
 
     return {
-        "video": name, "path": str(path), "frames": T, "valid_frames": int(np.asarray(track.valid).sum()),
+        "video": name, "model": model, "model_kind": body.kind, "num_betas": body.num_betas,
+        "num_expression": body.num_expression, "path": str(path), "frames": T, "valid_frames": int(np.asarray(track.valid).sum()),
         "image_size": list(track.image_size), "standin": bool(body.is_standin), "landmarks": st["landmarks"],
         "config": cfg.to_dict(), "torch_threads": torch.get_num_threads(),
         "stages": {"coarse": row(st["coarse"]), "detail (offsets)": row(st["detail"]),
@@ -132,7 +139,8 @@ def run_video(name: str, args) -> dict:
 def format_video(r: dict) -> str:
     T = r["frames"]
     cfg = r["config"]
-    lines = [f"## {r['video']} - {T} frames ({r['valid_frames']} with a face), "
+    lines = [f"## {r['video']} - model {r.get('model', 'standin')} ({r.get('num_betas', '?')} betas, "
+             f"{r.get('num_expression', '?')} expressions) - {T} frames ({r['valid_frames']} with a face), "
              f"{r['image_size'][1]}x{r['image_size'][0]}, resolution {cfg['resolution']}, subdiv {cfg['subdiv']}, "
              f"coarse_steps {cfg['coarse_steps']}, detail_epochs {cfg['detail_epochs']}, window {cfg['window']}"
              + (", STAND-IN model" if r["standin"] else "") + f", landmarks {r['landmarks']}", "",
@@ -159,6 +167,20 @@ def format_video(r: dict) -> str:
     return "\n".join(lines)
 
 
+def format_models(results: list[dict]) -> str:
+    """One table over videos x models: coarse and detail NME, normal error, silhouette IoU, s/frame."""
+    lines = ["## models", "", "| video | model | stage | landmark NME | normal err (deg) | silhouette IoU | s/frame |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        for stage in ("coarse", "detail (offsets)"):
+            s = r["stages"][stage]
+            iou = s.get("silhouette_iou", float("nan"))
+            lines.append(f"| {r['video']} | {r.get('model', 'standin')} | {stage} | {s['landmark_nme']:.4f} "
+                         f"| {s['normal_deg']:.2f} | {'n/a' if iou != iou else f'{iou:.3f}'} "
+                         f"| {s['seconds_per_frame']:.3f} |")
+    return "\n".join(lines)
+
+
 def _parse(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=None, help="first N frames of each video (default: all)")
@@ -171,6 +193,8 @@ def _parse(argv):
                          f"{QUICK_DETAIL_EPOCHS} detail epochs (not the default settings)")
     ap.add_argument("--coarse-steps", type=int, default=None, help="override FitConfig.coarse_steps")
     ap.add_argument("--detail-epochs", type=int, default=None, help="override FitConfig.detail_epochs")
+    ap.add_argument("--models", default="standin",
+                    help="comma-separated models to compare: standin, open or model files (default standin)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     ap.add_argument("--in-process", action="store_true",
                     help="run all videos in this process (peak memory then accumulates over videos)")
@@ -185,8 +209,9 @@ def _parse(argv):
     return args
 
 
-def _child_argv(args, name: str, out: Path) -> list[str]:
-    argv = [sys.executable, os.path.abspath(__file__), "--videos", name, "--resolution", str(args.resolution),
+def _child_argv(args, name: str, model: str, out: Path) -> list[str]:
+    argv = [sys.executable, os.path.abspath(__file__), "--videos", name, "--models", model,
+            "--resolution", str(args.resolution),
             "--subdiv", str(args.subdiv), "--child-json", str(out)]
     if args.frames is not None:
         argv += ["--frames", str(args.frames)]
@@ -200,7 +225,7 @@ def _child_argv(args, name: str, out: Path) -> list[str]:
 def main(argv=None) -> int:
     args = _parse(argv)
     if args.child_json is not None:  # one video, numbers to the parent
-        results = [run_video(args.videos[0], args)]
+        results = [run_video(args.videos[0], args, args.models)]
         args.child_json.write_text(json.dumps(results[0]))
         return 0
 
@@ -216,25 +241,29 @@ def main(argv=None) -> int:
           + ". Wall-clock timings; the machine may be shared (load averages below).\n", flush=True)
     results = []
     t0 = time.perf_counter()
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
     for name in args.videos:
-        if args.in_process:
-            r = run_video(name, args)
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                out = Path(tmp) / "result.json"
-                rc = subprocess.run(_child_argv(args, name, out)).returncode
-                if rc != 0:
-                    print(f"benchmark of {name} failed (exit status {rc})", file=sys.stderr)
-                    return rc
-                r = json.loads(out.read_text())
-        results.append(r)
-        print(format_video(r) + "\n", flush=True)
+        for model in models:
+            if args.in_process:
+                r = run_video(name, args, model)
+            else:
+                with tempfile.TemporaryDirectory() as tmp:
+                    out = Path(tmp) / "result.json"
+                    rc = subprocess.run(_child_argv(args, name, model, out)).returncode
+                    if rc != 0:
+                        print(f"benchmark of {name} with model {model} failed (exit status {rc})", file=sys.stderr)
+                        return rc
+                    r = json.loads(out.read_text())
+            results.append(r)
+            print(format_video(r) + "\n", flush=True)
+    if len(models) > 1:
+        print(format_models(results) + "\n", flush=True)
     print(f"total benchmark time {time.perf_counter() - t0:.0f} s")
     if args.json is not None:
         from headrep.io import atomic_write
 
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"settings": {"frames": args.frames, "resolution": args.resolution, "subdiv": args.subdiv,
+        payload = {"settings": {"models": models, "frames": args.frames, "resolution": args.resolution, "subdiv": args.subdiv,
                                 "quick": args.quick, "cli_defaults": defaults}, "videos": results}
         with atomic_write(args.json) as tmp:
             Path(tmp).write_text(json.dumps(payload, indent=2))
