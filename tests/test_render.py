@@ -514,3 +514,32 @@ def test_cuda_backend_matches_cpu():
     (m["normal"].abs().sum() + m["depth"].sum() + m["mask"].sum()).backward()
     assert bool(torch.isfinite(x.grad).all())
     np.testing.assert_array_equal(encode_normals(got["normal"], got["mask"]).shape, (1, 224, 320, 3))
+
+
+def test_fused_vertex_normals_match_meshops():
+    """headrep.render.cpu.vertex_normals (render_maps' no-gradient path) computes meshops.vertex_normals up to
+    float rounding (torch's CPU cross product fuses a multiply-add, ours rounds the product first)."""
+    from headrep.render.cpu import vertex_normals as fused
+
+    v, f = icosphere(3)
+    rng = np.random.default_rng(0)
+    verts = (v[None] * torch.from_numpy(rng.uniform(0.8, 1.2, (3, 1, 3))).float()
+             + 0.02 * torch.from_numpy(rng.standard_normal((3, v.shape[0], 3))).float())
+    verts = torch.cat([verts, torch.zeros(3, 2, 3)], 1)      # two vertices used by no face: zero normals
+    faces = torch.cat([f, torch.tensor([[0, 0, 1]])], 0)    # a zero-area face adds nothing
+    for dtype in (torch.float64, torch.float32):
+        for fi in (faces.int(), faces.long()):
+            want = vertex_normals(verts.to(dtype), fi)
+            got = fused(verts.to(dtype), fi)
+            assert got.dtype == dtype and got.shape == want.shape
+            assert torch.allclose(got, want, rtol=0, atol=2e-6 if dtype == torch.float32 else 1e-14)
+            assert (got[:, -2:] == 0).all() and torch.allclose(got[:, :-2].norm(dim=-1), torch.ones(()).to(dtype))
+    # render_maps uses it without gradients and meshops' version with them: the same maps
+    ctx = get_context("cpu")
+    cam = PinholeCamera.from_fov(40, 48, 48)
+    pos = (v * 0.3 + torch.tensor([0.0, 0.0, 1.5]))[None].double()
+    with torch.no_grad():
+        a = render_maps(ctx, pos, f, cam)
+    b = render_maps(ctx, pos.clone().requires_grad_(True), f, cam)
+    assert torch.allclose(a["normal"], b["normal"].detach(), rtol=0, atol=1e-12) and (a["mask"] > 0).any()
+    assert torch.equal(a["depth"], b["depth"].detach())

@@ -672,6 +672,56 @@ def _normalize_bwd(x, g, eps, gx):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Vertex normals without gradients (what headrep.model.meshops.vertex_normals computes, in the same order).
+
+
+@njit(cache=True, parallel=True)
+def _vertex_normals(v, f, consts, out):
+    """Area-weighted unit vertex normals of v [B,V,3] and faces f [F,3] into out [B,V,3] (zeros on entry).
+
+    The arithmetic of meshops.vertex_normals in the same order and precision: face normal (v1 - v0) x (v2 - v0);
+    added to its corners' vertices corner slot by corner slot (slot 0 of every face, then slot 1, then slot 2,
+    as its three index_adds do); scaled by rsqrt(max(|n|^2, 1e-30)). Equal to it up to float rounding only:
+    torch's CPU cross product fuses a multiply-add (one rounding), this kernel rounds the product first (an
+    output pixel's 8-bit normal changes by 1 in a few of millions). One image per thread; no scatter and no [B,F,3,3] corner tensor. ``consts`` =
+    [1e-30, 1] in v's dtype keeps float32 arithmetic in float32 (a Python float would promote it to float64)."""
+    F = f.shape[0]
+    eps, one = consts[0], consts[1]
+    for b in prange(v.shape[0]):
+        fn = np.empty((F, 3), v.dtype)
+        for i in range(F):
+            a, c1, c2 = f[i, 0], f[i, 1], f[i, 2]
+            ex, ey, ez = v[b, c1, 0] - v[b, a, 0], v[b, c1, 1] - v[b, a, 1], v[b, c1, 2] - v[b, a, 2]
+            gx, gy, gz = v[b, c2, 0] - v[b, a, 0], v[b, c2, 1] - v[b, a, 1], v[b, c2, 2] - v[b, a, 2]
+            fn[i, 0] = ey * gz - ez * gy
+            fn[i, 1] = ez * gx - ex * gz
+            fn[i, 2] = ex * gy - ey * gx
+        o = out[b]
+        for k in range(3):
+            for i in range(F):
+                j = f[i, k]
+                o[j, 0] += fn[i, 0]
+                o[j, 1] += fn[i, 1]
+                o[j, 2] += fn[i, 2]
+        for j in range(o.shape[0]):
+            s = o[j, 0] * o[j, 0] + o[j, 1] * o[j, 1] + o[j, 2] * o[j, 2]
+            r = one / np.sqrt(max(s, eps))
+            o[j, 0] *= r
+            o[j, 1] *= r
+            o[j, 2] *= r
+
+
+def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """meshops.vertex_normals of verts [B,V,3] (float32/64) and faces [F,3], without autograd: one fused numba
+    pass (several times faster than the torch version's cross products and index_adds)."""
+    v = verts.detach().contiguous()
+    out = torch.zeros(v.shape, dtype=v.dtype)
+    consts = np.array([1e-30, 1.0], v.numpy().dtype)
+    _vertex_normals(v.numpy(), faces.contiguous().numpy(), consts, out.numpy())
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Torch glue.
 
 

@@ -143,7 +143,13 @@ def render_maps(ctx, verts_cam: torch.Tensor, faces: torch.Tensor, camera, antia
         if a.dim() != 3 or a.shape[1] != V:
             raise RenderInputError(f"attribute {name!r} must be [V, C] or [B, V, C] with V={V}, got {tuple(a.shape)}")
         extra.append((name, a.expand(B, -1, -1)))
-    attr = torch.cat([vertex_normals(verts_cam, faces), verts_cam[..., 2:3]]
+    if getattr(ctx, "backend", None) == "cpu" and not (torch.is_grad_enabled() and verts_cam.requires_grad):
+        from headrep.render.cpu import vertex_normals as fused_vertex_normals
+
+        vn = fused_vertex_normals(verts_cam, faces)  # one numba pass instead of torch's cross and index_adds
+    else:
+        vn = vertex_normals(verts_cam, faces)
+    attr = torch.cat([vn, verts_cam[..., 2:3]]
                      + ([] if attributes_fixed_coverage else [a for _, a in extra]), -1)
     out, _ = interpolate_with(ctx, attr, rast, faces)
     if attributes_fixed_coverage and extra:
