@@ -683,8 +683,9 @@ def _vertex_normals(v, f, consts, out):
     added to its corners' vertices corner slot by corner slot (slot 0 of every face, then slot 1, then slot 2,
     as its three index_adds do); scaled by rsqrt(max(|n|^2, 1e-30)). Equal to it up to float rounding only:
     torch's CPU cross product fuses a multiply-add (one rounding), this kernel rounds the product first (an
-    output pixel's 8-bit normal changes by 1 in a few of millions). One image per thread; no scatter and no [B,F,3,3] corner tensor. ``consts`` =
-    [1e-30, 1] in v's dtype keeps float32 arithmetic in float32 (a Python float would promote it to float64)."""
+    output pixel's 8-bit normal changes by 1 in a few of millions). One image per thread; no scatter and no
+    [B,F,3,3] corner tensor. ``consts`` = [1e-30, 1] in v's dtype keeps float32 arithmetic in float32 (a
+    Python float would promote it to float64)."""
     F = f.shape[0]
     eps, one = consts[0], consts[1]
     for b in prange(v.shape[0]):
