@@ -98,3 +98,32 @@ def test_overlay_blend_matches_the_full_image_formula(batch):
         contours, _ = cv2.findContours((mask > 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(want, contours, -1, outputs.COVERAGE_RGB, 1, cv2.LINE_AA)
         assert np.array_equal(got, want)
+
+
+def test_a_failure_while_drawing_stops_render_and_leaves_nothing(body, tmp_path, monkeypatch):
+    """The frames are drawn and encoded in worker threads: an error there reaches the caller, and no output
+    folder (nor a temporary one) is left behind; the same render without the error writes every video."""
+    import threading
+
+    from headrep.fitting.synthetic import make_synthetic_rep
+    from headrep.model import DenseHead
+
+    rep = make_synthetic_rep(body, DenseHead(body, levels=0), T=outputs.RENDER_BATCH + 3, resolution=32)
+    rep_dir = rep.save(tmp_path / "rep")
+    real = outputs.overlay_frame
+
+    def failing(crop, maps, detected, model68, valid, label, person=None):
+        if label.startswith(f"{outputs.RENDER_BATCH + 1} /"):
+            raise RuntimeError("drawing failed")
+        return real(crop, maps, detected, model68, valid, label, person)
+
+    monkeypatch.setattr(outputs, "overlay_frame", failing)
+    before = threading.active_count()
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        outputs.render_rep(rep_dir, tmp_path / "out", device="cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
+    assert threading.active_count() == before  # the encoder and drawing threads have ended
+    monkeypatch.setattr(outputs, "overlay_frame", real)
+    out = outputs.render_rep(rep_dir, tmp_path / "out", device="cpu")
+    assert sorted(p.name for p in out.iterdir()) == ["depth.mp4", "depth.npz", "normal.mp4", "overlay.mp4",
+                                                     "render.json"]

@@ -12,6 +12,7 @@ so an interrupted run leaves nothing half-written.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import sys
@@ -272,19 +273,15 @@ def render_rep(rep_path: Path, out: Path | None = None, resolution: int | None =
         valid = rep.valid
         frames = rep.frames
         bar = progress(None, T, "render")
-        for idx, maps, cams in map_batches(rep, R, ctx):
-            a, b = idx[0], idx[-1] + 1
-            d, m = maps["depth"], maps["mask"]
-            depth[a:b] = d.numpy()
-            mask[a:b] = m.numpy()
-            cover = (d > 0) & (m > 0)
-            if bool(cover.any()):
-                near, far = min(near, float(d[cover].min())), max(far, float(d[cover].max()))
+
+        def draw(idx, maps, cams):
+            """The frames of one batch to their videos (in a worker thread, overlapping the next batch's
+            rendering: cv2, numpy, torch and the encoders mostly run without the GIL)."""
+            m = maps["mask"]
             normals = encode_normals(maps["normal"], m).numpy()
             batch_crops = [next(crops) for _ in idx]
             skins = [None] * len(idx)
             for i, (t, cam) in enumerate(zip(idx, cams)):
-                intrinsics[t] = (cam.fx, cam.fy, cam.cx, cam.cy)
                 normal_w.write(normals[i])
                 uv, _ = cam.project(model68[t].double())
                 det = detected_all[t, :, :2] * lm_scale if detected_all is not None else None
@@ -298,7 +295,25 @@ def render_rep(rep_path: Path, out: Path | None = None, resolution: int | None =
                 for i in range(len(idx)):
                     shaded_w.write(shaded[i])
                     residual_w.write(residual[i])
-            bar.update(len(idx))
+            return len(idx)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="render-draw") as drawing:
+            drawn: collections.deque = collections.deque()  # batches in order; at most two wait (memory)
+            for idx, maps, cams in map_batches(rep, R, ctx):
+                a, b = idx[0], idx[-1] + 1
+                d, m = maps["depth"], maps["mask"]
+                depth[a:b] = d.numpy()
+                mask[a:b] = m.numpy()
+                cover = (d > 0) & (m > 0)
+                if bool(cover.any()):
+                    near, far = min(near, float(d[cover].min())), max(far, float(d[cover].max()))
+                for t, cam in zip(idx, cams):
+                    intrinsics[t] = (cam.fx, cam.fy, cam.cx, cam.cy)
+                drawn.append(drawing.submit(draw, idx, maps, cams))
+                while drawn and (len(drawn) > 2 or drawn[0].done()):
+                    bar.update(drawn.popleft().result())
+            while drawn:
+                bar.update(drawn.popleft().result())
         bar.close()
         for _ in crops:  # drain (closes the video)
             pass
