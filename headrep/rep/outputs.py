@@ -145,13 +145,13 @@ def shaded_batch(rep, idx, maps: dict, crops: list, skins: list) -> tuple[np.nda
         return shaded, residual
     grey = rep.tensors["albedo"].shape[-1] == 1
     drawn = drawn.numpy()
-    err = np.empty((len(have), R, R), np.float32)
+    err = np.zeros((len(have), R, R), np.float32)  # 0 off the skin the mesh covers
     for j, i in enumerate(have):
         where = drawn[i] & (skins[i] > 0.5) if skins[i] is not None else drawn[i]
-        c = crops[i].astype(np.float32) / 255.0
+        c = crops[i][where].astype(np.float32) / 255.0
         if grey:
             c = np.repeat((c * np.array([0.299, 0.587, 0.114], np.float32)).sum(-1, keepdims=True), 3, -1)
-        err[j] = np.abs(c - rgb[i]).mean(-1) * where
+        err[j][where] = np.abs(c - rgb[i][where]).mean(-1)
     level = np.clip(err / RESIDUAL_FULL_SCALE * 255, 0, 255).astype(np.uint8)
     heat = cv2.applyColorMap(level.reshape(-1, R), cv2.COLORMAP_INFERNO).reshape(len(have), R, R, 3)  # a LUT
     residual[have] = heat[..., ::-1]
