@@ -55,7 +55,8 @@ def prepare(work: Path, quick: bool) -> tuple[list[Path], list[Path]]:
         for part, rng in (("train", train_range), ("eval", eval_range)):
             rep = work / "reps" / f"{name}_{part}"
             if not (rep / "rep.json").is_file():
-                sh("headrep", "fit", video, "-o", str(rep), "--frames", rng, "--overwrite", *fit_extra)
+                sh("headrep", "fit", video, "-o", str(rep), "--frames", rng, "--overwrite", "--model", "standin",
+                   *fit_extra)  # the stand-in, as in the published table
             clip = work / f"clips_{part}" / name
             if not (clip / "clip.json").is_file():
                 sh("generator", "prepare", "--video", video, "--rep", str(rep), "-o", str(clip), "--resolution",

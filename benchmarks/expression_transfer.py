@@ -51,7 +51,8 @@ def ensure_fit(video: str, work: Path, quick: bool) -> Path:
     out = work / (Path(video).stem + ("-quick" if quick else ""))
     if (out / "rep.json").is_file():
         return out
-    cmd = [sys.executable, "-m", "headrep", "fit", str(sample_path(video)), "-o", str(out), "--overwrite"]
+    cmd = [sys.executable, "-m", "headrep", "fit", str(sample_path(video)), "-o", str(out), "--overwrite",
+           "--model", "standin"]  # the stand-in, as the docstring says
     if quick:
         cmd += ["--frames", "0:96", "--coarse-steps", "150", "--detail-epochs", "6"]
     print(f"fitting {video} -> {out} ...", file=sys.stderr, flush=True)

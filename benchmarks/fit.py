@@ -80,7 +80,7 @@ def run_video(name: str, args, model: str = "standin") -> dict:
     path = sample_path(name)
     load0 = os.getloadavg()
     t_start = time.perf_counter()
-    body = BodyModel(model)  # "standin" (the CLI's default), "open" or a model file
+    body = BodyModel(model)  # "standin", "open" (the CLI's default) or a model file
     ctx = get_context("cpu")
     t_setup = time.perf_counter()
 

@@ -191,13 +191,16 @@ _MOTION_CACHE: dict[str, "M.Motion"] = {}
 
 
 def _fit_rep(video: Path, cfg: EvalConfig, progress: bool):
-    """Coarse-only fit of ``video`` with the project's tracker (the stand-in model unless one is configured)."""
+    """Coarse-only fit of ``video`` with the project's tracker. Its model is the stand-in, not the default open
+    model: AED/APD are defined by the tracker's expression space, so it stays fixed (and fast) for the numbers
+    of every evaluation to stay comparable."""
     from headrep.fitting import FitConfig, fit_video
 
     kw = {"detail_epochs": 0}
     if cfg.fit_steps:
         kw["coarse_steps"] = int(cfg.fit_steps)
-    return fit_video(video, out=None, config=FitConfig(**kw), device=cfg.device, progress=progress)
+    return fit_video(video, out=None, config=FitConfig(**kw), model="standin", device=cfg.device,
+                     progress=progress)
 
 
 def video_motion(images: np.ndarray, fps: float, cfg: EvalConfig | None = None, progress: bool = False,

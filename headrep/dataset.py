@@ -5,7 +5,9 @@ The dataset folder (format ``headrep.dataset`` version 1)::
 
     DATASET/
       dataset.json      format, version, created, and the settings of the last `headrep dataset fit`
-                        ("fit": {config, model, model_sha256, frames, stride, estimator}) that --resume reuses
+                        ("fit": {config, model, model_sha256, frames, stride, estimator}) that --resume reuses;
+                        model is "standin" / "open" (the project's own models, built on each machine) or a file
+                        path (null in datasets made before the open model became the default: the stand-in)
       dataset.jsonl     THE MANIFEST: one JSON object per line, one line per video, in the order videos were
                         added. It is what a resumed run reads; it is rewritten whole (temporary file + rename,
                         under an flock on DATASET/.lock) every time a row changes, so a reader never sees a
@@ -564,6 +566,7 @@ def fit_dataset(videos: Iterable[str | os.PathLike], root: str | os.PathLike, co
     from headrep.io import parse_slice
     from headrep.io import progress as progress_bar
     from headrep.model import BodyModel
+    from headrep.model.body import MODEL_NAMES
 
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     root = Path(root)
@@ -587,7 +590,11 @@ def fit_dataset(videos: Iterable[str | os.PathLike], root: str | os.PathLike, co
         raise HeadrepError(f"--max-retries must be 0 or more, got {max_retries}")
     paths = collect_videos(videos)
     body = model if isinstance(model, BodyModel) else BodyModel(model)  # a bad model fails here, once
-    model_arg = None if body.is_standin and not isinstance(model, (str, os.PathLike)) else str(body.path)
+    # what the tasks (and a resumed run) are told: the project's own models by name, so that every machine
+    # uses (or builds) its own cached copy, and never None, whose meaning $HEADREP_DEFAULT_MODEL may change
+    named = not isinstance(model, (str, os.PathLike)) or str(model) in MODEL_NAMES  # None, a name, a BodyModel
+    own = body.kind in MODEL_NAMES and named
+    model_arg = body.kind if own else str(body.path)
     settings = fit_settings(config, body.sha256, frames, stride, estimator)
     key = settings_key(settings)
     root.mkdir(parents=True, exist_ok=True)

