@@ -29,6 +29,22 @@ def test_row_adam_updates_only_the_batch_rows():
     assert torch.equal(p.detach()[[1, 3]], before[[1, 3]])  # no stale momentum on rows outside the batch
 
 
+def test_row_adam_eps_turns_small_gradients_into_small_steps():
+    """D_dyn's optimiser (FitConfig.dyn_adam_eps): a gradient far below eps moves a row by lr·g/(|g| + eps)
+    on the first step (bias-corrected Adam: m̂ = g, √v̂ = |g|), a gradient far above it by ≈ lr."""
+    from headrep.fitting import FitConfig
+
+    eps = FitConfig().dyn_adam_eps
+    p = torch.zeros(2, 1, requires_grad=True)
+    opt = RowAdam(p, lr=1.0, eps=eps)
+    g = torch.tensor([[1e-4 * eps], [1e3 * eps]])
+    (p * g).sum().backward()
+    opt.step(torch.tensor([0, 1]))
+    expect = -g / (g.abs() + eps)
+    assert torch.allclose(p.detach(), expect, rtol=1e-5)
+    assert abs(float(p[0])) < 2e-4 and abs(float(p[1])) > 0.99  # noise-level gradient: a hundredth of a percent
+
+
 def _fit(body, track, targets, **kw):
     cfg = FitConfig(resolution=track.resolution, coarse_steps=300, detail_epochs=40, window=8, **kw)
     f = Fitter(body, track, targets, cfg)
@@ -149,7 +165,7 @@ def test_fit_refuses_non_empty_output_and_empty_resume(tmp_path):
 
 
 @pytest.mark.slow
-def test_interrupted_fit_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+def test_interrupted_fit_resumes_from_its_checkpoint(tmp_path, monkeypatch, standin_file, capsys):
     from headrep.commands import main as cli
     from headrep.fitting import fitter as fit
     from headrep.rep import HeadRep
@@ -172,6 +188,12 @@ def test_interrupted_fit_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     assert (out / ".fit-checkpoint" / "fit.pt").exists()
     assert _cli(*args).returncode == 2  # a plain rerun is refused: it would throw the work away
     monkeypatch.setattr(fit.Fitter, "stage_detail", real)
+    # a resume with another model file (e.g. the default changed since) is refused, not silently mixed
+    other = dict(np.load(standin_file))
+    other["v_template"] = other["v_template"] * 1.01
+    np.savez(tmp_path / "other.npz", **other)
+    assert cli.main(args + ["--resume", "--model", str(tmp_path / "other.npz")]) == 2
+    assert "another model file" in capsys.readouterr().err
     assert cli.main(args + ["--resume"]) == 0
     rep = HeadRep.load(out)
     assert rep.num_frames == 10 and not (out / ".fit-checkpoint").exists()

@@ -228,13 +228,14 @@ def run_detail(fitter, progress: bool = True, start_epoch: int = 0, checkpoint: 
     frame_lr = {"expression": c.lr_detail, "jaw": c.lr_detail, "neck": c.lr_detail, "rot": c.lr_detail,
                 "tau": c.lr_detail * 0.05}
     if c.offsets:
-        frame_lr["dynamic"] = c.lr_offsets
+        frame_lr["dynamic"] = c.lr_dynamic
     photometric = "photometric" in fitter.terms
     if photometric:
         frame_lr["light"] = c.lr_light
     shared = ["betas"] + (["static"] if c.offsets else []) + (["albedo"] if photometric else [])
     P.requires_grad(list(frame_lr) + shared)
-    row_opts = {n: RowAdam(P[n], lr) for n, lr in frame_lr.items()}
+    row_opts = {n: RowAdam(P[n], lr, eps=c.dyn_adam_eps if n == "dynamic" else 1e-8)
+                for n, lr in frame_lr.items()}
     opt = torch.optim.Adam([{"params": [P.betas], "lr": c.lr_detail}]
                            + ([{"params": [P.static], "lr": c.lr_offsets}] if c.offsets else [])
                            + ([{"params": [P.albedo], "lr": c.lr_albedo}] if photometric else []))

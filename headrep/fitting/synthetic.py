@@ -79,9 +79,10 @@ def smooth_field(head: DenseHead, centres: np.ndarray, sigma: float, amplitude: 
 
 
 def wrinkles(head: DenseHead, canonical: torch.Tensor, strength: torch.Tensor, below_top: float = 0.035,
-             width: float = 0.02) -> torch.Tensor:
-    """Forehead wrinkles: a sinusoid across the forehead along the normals, amplitude per frame [T] (metres),
-    in a band ``below_top`` under the top of the face region (Gaussian of sigma ``width``)."""
+             width: float = 0.02, period: float = 0.02, span: float | None = None) -> torch.Tensor:
+    """Forehead wrinkles: a sinusoid (``period`` metres) across the forehead along the normals, amplitude per
+    frame [T] (metres), in a band ``below_top`` under the top of the face region (Gaussian of sigma ``width``),
+    fading towards the temples (Gaussian of sigma ``span`` across; None: the whole width)."""
     from headrep.model.meshops import vertex_normals
 
     n = vertex_normals(canonical, head.faces_t.long())
@@ -89,7 +90,10 @@ def wrinkles(head: DenseHead, canonical: torch.Tensor, strength: torch.Tensor, b
     face = torch.as_tensor(head.face_mask, dtype=canonical.dtype)
     brow = canonical[torch.as_tensor(head.face_mask)][:, 1].max() - below_top
     band = torch.exp(-0.5 * ((y - brow) / width) ** 2) * face
-    pattern = torch.sin(2 * np.pi * y / 0.02) * band
+    if span is not None:
+        x = canonical[:, 0] - canonical[torch.as_tensor(head.face_mask)][:, 0].mean()
+        band = band * torch.exp(-0.5 * (x / span) ** 2)
+    pattern = torch.cos(2 * np.pi * (y - brow) / period) * band   # a fold between two creases
     return strength[:, None, None] * (pattern[:, None] * n)[None]
 
 
@@ -191,8 +195,11 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
             s = (s - s.median()).clamp_min(0)
             s = s / s.max().clamp_min(1e-6)
         strength = 1e-3 * wrinkle_mm * s
-        # with images: the band well inside the face oval, where a video's skin mask sees the forehead
-        dynamic = wrinkles(head, canonical, strength, *((0.055, 0.012) if rgb else ()))
+        # with images: the band on the mid-forehead, between the face oval's top (MediaPipe point 10, 28 mm
+        # under the face region's top on the stand-in) and the brows (60 mm), fading before the temples: where
+        # a video's skin mask sees the skin (lower or wider, most of it fell in the brows' cut-outs or outside
+        # the face oval, where no image term can see it)
+        dynamic = wrinkles(head, canonical, strength, *((0.040, 0.007, 0.016, 0.025) if rgb else ()))
         # place the head ~0.7 m in front of the camera, its face centre on the optical axis (model → camera flip)
         transl = torch.zeros(T, 3)
         transl[:, 2] = -0.7 - centre[2]
