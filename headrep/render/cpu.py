@@ -723,6 +723,54 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Shaded colour of drawn pixels (what render.shading gives, fused; for outputs, no gradients).
+
+
+@njit(cache=True, parallel=True)
+def _shaded_colour(normal, albedo, cover, drawn, L, consts, out):
+    """out[b,h,w,:] = clamp(albedo · Σ_k basis_k(n) L[b,k], 0, 1) · cover on drawn pixels (out is zero on entry).
+
+    The operations and their order are render.shading's (L0 + x L1 + y L2 + z L3 + (x y) L4 + (x z) L5 + (y z) L6
+    + (x x − y y) L7 + ((3 z) z − 1) L8, left to right, each rounded in the arrays' precision; ``L`` = light ×
+    SH_CONST computed by the caller as shading does), so the result is the same to the bit. ``consts`` = [0, 1, 3]
+    in the arrays' dtype (Python numbers would promote float32 to float64)."""
+    zero, one, three = consts[0], consts[1], consts[2]
+    B, H, W, C = out.shape
+    for r in prange(B * H):
+        b = r // H
+        h = r - b * H
+        for w in range(W):
+            if not drawn[b, h, w]:
+                continue
+            x, y, z = normal[b, h, w, 0], normal[b, h, w, 1], normal[b, h, w, 2]
+            xy, xz, yz = x * y, x * z, y * z
+            xx_yy = x * x - y * y
+            zz = three * z * z - one
+            a = min(max(cover[b, h, w], zero), one)
+            for c in range(C):
+                s = (L[b, 0, c] + x * L[b, 1, c] + y * L[b, 2, c] + z * L[b, 3, c] + xy * L[b, 4, c]
+                     + xz * L[b, 5, c] + yz * L[b, 6, c] + xx_yy * L[b, 7, c] + zz * L[b, 8, c])
+                out[b, h, w, c] = min(max(albedo[b, h, w, c] * s, zero), one) * a
+
+
+def shaded_colour(normal: torch.Tensor, albedo: torch.Tensor, cover: torch.Tensor, drawn: torch.Tensor,
+                  light: torch.Tensor) -> torch.Tensor:
+    """[B,H,W,C] = (albedo · shading(normal, light)).clamp(0, 1) · cover.clamp(0, 1) where ``drawn`` [B,H,W]
+    (bool), 0 elsewhere: render.shading's arithmetic fused into one pass over the drawn pixels (no gradients).
+    normal [B,H,W,3], albedo [B,H,W,C], cover [B,H,W], light [B,9,C]; one floating dtype."""
+    from headrep.render.shading import SH_CONST
+
+    dt = normal.dtype
+    L = (light.to(dt) * SH_CONST.to(dt)[None, :, None]).contiguous()
+    out = torch.zeros(albedo.shape, dtype=dt)
+    consts = np.array([0.0, 1.0, 3.0], normal.detach().numpy().dtype)
+    _shaded_colour(normal.detach().contiguous().numpy(), albedo.detach().to(dt).contiguous().numpy(),
+                   cover.detach().to(dt).contiguous().numpy(), drawn.contiguous().numpy(), L.numpy(), consts,
+                   out.numpy())
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Torch glue.
 
 

@@ -125,16 +125,13 @@ def shaded_batch(rep, idx, maps: dict, crops: list, skins: list) -> tuple[np.nda
     "mask", "rast"; ``crops`` / ``skins`` one entry (or None) per frame. -> (shaded, residual) uint8 [B,R,R,3]."""
     import cv2
 
-    from headrep.render import shading
+    from headrep.render.cpu import shaded_colour
 
     light = rep.tensors["light"][list(idx)].to(maps["normal"].dtype)
     drawn = maps["rast"][..., 3] > 0
-    # shaded where a triangle was drawn only: elsewhere the interpolated albedo is 0, and so is the product
-    rgb = maps["albedo"].new_zeros(maps["albedo"].shape)
-    for i in range(len(idx)):
-        n = maps["normal"][i][drawn[i]][None, None]  # [1,1,N,3]
-        rgb[i][drawn[i]] = (maps["albedo"][i][drawn[i]] * shading(n, light[i:i + 1])[0, 0]).clamp(0, 1)
-    rgb = (rgb * maps["mask"].clamp(0, 1)[..., None]).numpy()
+    # (albedo · shading(normal, light)).clamp(0, 1) · coverage in one numba pass over the drawn pixels, the same
+    # to the bit (elsewhere the interpolated albedo is 0, and so is the product)
+    rgb = shaded_colour(maps["normal"], maps["albedo"], maps["mask"], drawn, light).numpy()
     if rgb.shape[-1] == 1:
         rgb = np.repeat(rgb, 3, -1)
     shaded = (rgb * 255).round().astype(np.uint8)
