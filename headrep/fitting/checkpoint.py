@@ -1,5 +1,6 @@
 """The fitter's checkpoint: every unknown, the stage and how far it got, optimiser states, the configuration
-(a resume with another configuration is refused). The fitter writes nothing else."""
+and the model file's sha256 (a resume with another configuration or another model -- e.g. the default model
+changed since the run began -- is refused). The fitter writes nothing else."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ class Checkpoints:
         if self.folder is None:
             return
         payload = {"stage": stage, "progress": progress, "params": fitter.params.state(),
-                   "config": fitter.cfg.to_dict(), "stats": fitter.stats, **extra}
+                   "config": fitter.cfg.to_dict(), "model_sha256": _model_sha256(fitter), "stats": fitter.stats,
+                   **extra}
         with atomic_write(self.folder / FILE) as tmp:
             torch.save(payload, tmp)
 
@@ -40,6 +42,16 @@ class Checkpoints:
         if ck["config"] != fitter.cfg.to_dict():
             raise HeadrepError(f"checkpoint {path} was made with another configuration; "
                                "rerun with the same options or use --overwrite to start afresh")
+        made, now = ck.get("model_sha256"), _model_sha256(fitter)
+        if made is not None and now is not None and made != now:
+            raise HeadrepError(f"checkpoint {path} was made with another model file (sha256 {made[:12]}…, this run's "
+                               f"is {now[:12]}…); rerun with the --model it began with, or use --overwrite to start "
+                               "afresh")
         fitter.params.load_state(ck["params"])
         fitter.stats = ck.get("stats", {})
         return ck
+
+
+def _model_sha256(fitter) -> str | None:
+    body = getattr(getattr(fitter, "scene", None), "body", None)
+    return getattr(body, "sha256", None)
