@@ -770,6 +770,40 @@ def shaded_colour(normal: torch.Tensor, albedo: torch.Tensor, cover: torch.Tenso
     return out
 
 
+@njit(cache=True)
+def _clay_over(img, normal, cover, rgb, consts):
+    """In place on uint8 img [H,W,3]: where cover [H,W] > 0, the headlight Lambert "clay" colour
+    rgb · (0.25 + 0.75 · clamp(−n_z, 0, 1)) alpha-blended over the pixel with alpha · clamp(cover, 0, 1).
+
+    The float operations and their order are those of the numpy expression it replaces in headrep.rep.outputs
+    (base · (1 − a) + clay · a, then · 255, round half to even, clip, uint8; each step rounded in the arrays'
+    precision), so the image is the same to the bit. consts = [0, 1, 0.25, 0.75, 255, alpha] in the arrays'
+    dtype."""
+    zero, one, q, tq, full, alpha = consts[0], consts[1], consts[2], consts[3], consts[4], consts[5]
+    H, W = cover.shape
+    for h in range(H):
+        for w in range(W):
+            m = min(max(cover[h, w], zero), one)
+            if not m > zero:
+                continue
+            lam = min(max(-normal[h, w, 2], zero), one)
+            light = q + tq * lam
+            a = alpha * m
+            for c in range(3):
+                base = img[h, w, c] / full
+                v = np.rint((base * (one - a) + light * rgb[c] * a) * full)
+                img[h, w, c] = np.uint8(min(max(v, zero), full))
+
+
+def clay_over(img: np.ndarray, normal: np.ndarray, cover: np.ndarray, rgb: np.ndarray, alpha: float) -> None:
+    """In place on ``img`` (uint8 [H,W,3]): the camera-lit clay colour ``rgb`` [3] of the camera-space normals
+    [H,W,3] alpha-blended over it by ``alpha`` × coverage [H,W] (where the coverage is > 0); see _clay_over."""
+    dt = normal.dtype
+    consts = np.array([0.0, 1.0, 0.25, 0.75, 255.0, alpha], dt)
+    _clay_over(img, np.ascontiguousarray(normal), np.ascontiguousarray(cover, dt),
+               np.ascontiguousarray(rgb, dt), consts)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Torch glue.
 

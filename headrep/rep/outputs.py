@@ -77,14 +77,14 @@ def overlay_frame(crop: np.ndarray | None, maps: dict, detected: np.ndarray | No
     (yellow)."""
     import cv2
 
+    from headrep.render.cpu import clay_over
+
     mask = maps["mask"].numpy().clip(0, 1)
     R = mask.shape[0]
-    # blended where the mesh covers the crop only: elsewhere (alpha 0) the blend gives the crop back exactly
+    # crop · (1 − a) + shade(normal) · a with a = OVERLAY_ALPHA · mask, in one numba pass over the covered pixels
+    # (elsewhere a = 0 gives the crop back exactly); the same to the bit as that numpy expression
     img = np.zeros((R, R, 3), np.uint8) if crop is None else np.array(crop, np.uint8)
-    on = mask > 0
-    base = img[on].astype(np.float32) / 255.0
-    a = (OVERLAY_ALPHA * mask[on])[..., None]
-    img[on] = ((base * (1 - a) + shade(maps["normal"].numpy()[on]) * a) * 255).round().clip(0, 255).astype(np.uint8)
+    clay_over(img, maps["normal"].numpy(), mask, SHADE_RGB, OVERLAY_ALPHA)
     r = max(1, round(R / 256))
     if detected is not None:
         draw_points(img, detected, DETECTED_RGB, r)
