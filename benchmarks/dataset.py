@@ -15,7 +15,8 @@ Three tables (markdown), each with the load average before/after (the machine ma
 3. Per-video work at 256²: `headrep render` (render_rep) of a 48-frame rep with frames rendered one by one (the
    old way) and RENDER_BATCH at a time, and `generator prepare` (prepare_clip) with 8 (old) and 16 frames per
    chunk; wall and CPU ms per frame, on 2 threads and on 1 thread (the command's whole time: model load,
-   source decoding, video encoding included).
+   source decoding, video encoding included). benchmarks/throughput.py has the per-phase profile and the x264
+   settings' share.
 
     python benchmarks/dataset.py                          # all three (~10 min on 2 busy cores)
     python benchmarks/dataset.py --parts ray fits --frames 24
@@ -134,7 +135,7 @@ def bench_render(repeat: int) -> None:
     video = sample_path("single_face.mp4")
     print(f"## Per-video work at 256², 48 frames ({load()})\n")
     rows = []
-    real_maps = outputs.frame_maps
+    real_maps = outputs.map_batches
     with tempfile.TemporaryDirectory() as tmp:
         rep = Path(tmp) / "rep"
         fit_video(video, rep, FitConfig(coarse_steps=30, detail_epochs=1), frames=slice(0, 48), progress=False)
@@ -144,10 +145,10 @@ def bench_render(repeat: int) -> None:
 
             numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
             for what, label, setup in (
-                    ("render", "1 frame per call (before)", lambda: setattr(outputs, "frame_maps",
+                    ("render", "1 frame per call (before)", lambda: setattr(outputs, "map_batches",
                                                                            lambda r, R, c: real_maps(r, R, c, batch=1))),
                     ("render", f"{outputs.RENDER_BATCH} frames per call (after)",
-                     lambda: setattr(outputs, "frame_maps", real_maps)),
+                     lambda: setattr(outputs, "map_batches", real_maps)),
                     ("prepare", "8 frames per chunk (before)", lambda: setattr(gdata, "_CHUNK", 8)),
                     ("prepare", "16 frames per chunk (after)", lambda: setattr(gdata, "_CHUNK", 16))):
                 setup()
@@ -166,7 +167,7 @@ def bench_render(repeat: int) -> None:
                              f"{statistics.median(times):.1f}", f"{statistics.median(cpu):.1f}",
                              ", ".join(f"{t:.0f}" for t in times), load()))
                 print(f"  done: {what} {label} {threads} threads", file=sys.stderr, flush=True)
-        outputs.frame_maps = real_maps
+        outputs.map_batches = real_maps
         gdata._CHUNK = 16
     print(table(("command", "variant", "threads", "ms/frame (median)", "CPU ms/frame", "runs (ms/frame)", "after"),
                 rows))
