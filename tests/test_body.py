@@ -38,6 +38,29 @@ def test_forward_matches_smplx(body):
     assert torch.allclose(ours.landmarks68, ref_lmk, atol=1e-6)
 
 
+def test_pose_correctives_match_smplx_for_all_vertices_and_subsets(tmp_path, standin_file):
+    """Our models have none (their product is skipped); a file that has them (SMPL-X's) must get them, for
+    the whole mesh and for vertex subsets, also when the subset changes between calls."""
+    arrays = dict(np.load(standin_file))
+    rng = np.random.default_rng(0)
+    arrays["posedirs"] = (1e-3 * rng.standard_normal(arrays["posedirs"].shape)).astype(arrays["posedirs"].dtype)
+    path = tmp_path / "with_posedirs.npz"
+    np.savez(path, **arrays)
+    body = BodyModel(path)
+    torch.manual_seed(1)
+    p = body.zero_params(2)
+    p["betas"].normal_()
+    p["pose"][:, [0, 12, 15, 22]] = 0.3 * torch.randn(2, 4, 3)
+    ref = _smplx_forward(body, p).vertices
+    ours = body(p["betas"], p["expression"], p["pose"], p["transl"]).vertices
+    assert torch.allclose(ours, ref, atol=1e-6)
+    plain = BodyModel(standin_file)(p["betas"], p["expression"], p["pose"], p["transl"]).vertices
+    assert float((ref - plain).abs().max()) > 1e-4  # the correctives do move the mesh
+    for ids in (torch.arange(0, 400, 3), torch.arange(0, 400, 3), torch.arange(100, 900, 7)):
+        sub = body(p["betas"], p["expression"], p["pose"], p["transl"], vertex_ids=ids).vertices
+        assert torch.allclose(sub, ref[:, ids], atol=1e-6)
+
+
 def test_records_standin_provenance(body):
     prov = body.provenance()
     assert prov["standin"] is True and "NOT SMPL-X" in prov["model_name"]

@@ -189,6 +189,24 @@ def test_sphere_normals_point_at_the_camera_and_depth_is_perspective_correct():
     torch.testing.assert_close(maps["depth"][0][hard], expect[hard], rtol=1e-9, atol=1e-9)
 
 
+def test_given_vertex_normals_give_the_same_maps_and_gradients():
+    """render_maps(normals=vertex_normals(v)) is render_maps(v) (the fitter passes the normals its shading
+    needs anyway); a wrongly shaped array is refused."""
+    v, f = icosphere(2, dtype=torch.float64)
+    cam = PinholeCamera.from_fov(30.0, 32, 32)
+    verts = (v * 0.6 + torch.tensor([0.1, -0.05, 3.0], dtype=torch.float64))[None].requires_grad_(True)
+    a = render_maps(CPU, verts, f, cam)
+    b = render_maps(CPU, verts, f, cam, normals=vertex_normals(verts, f))
+    for k in ("normal", "depth", "mask"):
+        torch.testing.assert_close(a[k], b[k])
+    ga, = torch.autograd.grad(a["normal"][..., 0].sum(), verts)
+    gb, = torch.autograd.grad(b["normal"][..., 0].sum(), verts)
+    torch.testing.assert_close(ga, gb)
+    assert float(ga.abs().max()) > 0
+    with pytest.raises(RenderInputError):
+        render_maps(CPU, verts, f, cam, normals=vertex_normals(verts, f)[:, :-1])
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Gradients.
 

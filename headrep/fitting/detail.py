@@ -188,8 +188,10 @@ def render_step(fitter, verts: torch.Tensor, idx: torch.Tensor, p: dict) -> dict
         return fitter.scene.render(cam, idx, float(p["focal"]))
     from headrep.model import vertex_normals
 
-    attrs = {"albedo": p["albedo"], "shading_normal": vertex_normals(cam, fitter.scene.head.faces_t.long())}
-    maps = fitter.scene.render(cam, idx, float(p["focal"]), attributes=attrs, attributes_fixed_coverage=True)
+    vn = vertex_normals(cam, fitter.scene.head.faces_t.long())  # once: the normal maps and the shading share it
+    attrs = {"albedo": p["albedo"], "shading_normal": vn}
+    maps = fitter.scene.render(cam, idx, float(p["focal"]), attributes=attrs, attributes_fixed_coverage=True,
+                               normals=vn)
     n = maps["shading_normal"]
     maps["shading_normal"] = n * torch.rsqrt((n * n).sum(-1, keepdim=True).clamp_min(1e-20))
     return maps
@@ -237,7 +239,8 @@ def run_detail(fitter, progress: bool = True, start_epoch: int = 0, checkpoint: 
     row_opts = {n: RowAdam(P[n], lr, eps=c.dyn_adam_eps if n == "dynamic" else 1e-8)
                 for n, lr in frame_lr.items()}
     opt = torch.optim.Adam([{"params": [P.betas], "lr": c.lr_detail}]
-                           + ([{"params": [P.static], "lr": c.lr_offsets}] if c.offsets else [])
+                           + ([{"params": [P.static], "lr": c.lr_offsets, "eps": c.static_adam_eps}]
+                              if c.offsets else [])
                            + ([{"params": [P.albedo], "lr": c.lr_albedo}] if photometric else []))
     if checkpoint is not None and "detail_opt" in checkpoint:
         opt.load_state_dict(checkpoint["detail_opt"])

@@ -174,12 +174,13 @@ class Scene:
         return cams
 
     def render(self, verts_cam, idx, focal: float, antialias=True, attributes=None, scale: float = 1.0,
-               attributes_fixed_coverage: bool = False) -> dict:
+               attributes_fixed_coverage: bool = False, normals=None) -> dict:
         """Maps in each frame's crop camera (see render_maps); on a CUDA context the geometry goes to the GPU
         for rasterisation only (autograd carries the gradients back), the fitter's tensors stay on the CPU."""
         dev = getattr(self.ctx, "device", torch.device("cpu"))
         attrs = None if attributes is None else {k: v.to(dev) for k, v in attributes.items()}
         maps = render_maps(self.ctx, verts_cam.to(dev), self.head.faces_t.to(dev),
                            self.crop_cameras(idx, focal, scale), antialias=antialias, attributes=attrs,
-                           attributes_fixed_coverage=attributes_fixed_coverage)
+                           attributes_fixed_coverage=attributes_fixed_coverage,
+                           normals=None if normals is None else normals.to(dev))
         return {k: v.cpu() for k, v in maps.items()}

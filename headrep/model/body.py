@@ -200,6 +200,10 @@ class BodyModel(torch.nn.Module):
         self.register_buffer("_J_template", self.smplx.J_regressor @ self.smplx.v_template)
         self.register_buffer("_J_dirs", torch.einsum("jv,vck->jck", self.smplx.J_regressor, dirs))
         self.register_buffer("_posedirs_v", self.smplx.posedirs.view(self.smplx.posedirs.shape[0], V, 3))
+        # the project's own models have no pose correctives: skip their all-zero product (for a vertex subset it
+        # was a 486 × |S|·3 gather and matmul per call, a third of a detail step on the stand-in)
+        self._has_posedirs = bool(self.smplx.posedirs.any())
+        self._posedirs_rows = (None, None)  # (vertex ids, their posedirs): the fitter asks for the same rows
         self.subset = head_and_shoulders_subset(self)
         self.face_mask = face_region(self)
 
@@ -253,8 +257,9 @@ class BodyModel(torch.nn.Module):
         rot = batch_rodrigues(pose.reshape(-1, 3)).view(B, -1, 3, 3)
         eye = torch.eye(3, dtype=pose.dtype, device=pose.device)
         pose_feature = (rot[:, 1:] - eye).view(B, -1)
-        posedirs = m.posedirs if vertex_ids is None else self._posedirs_v[:, rows].reshape(pose_feature.shape[1], -1)
-        canonical = v_shaped + torch.matmul(pose_feature, posedirs).view(B, -1, 3)
+        canonical = v_shaped
+        if self._has_posedirs:
+            canonical = v_shaped + torch.matmul(pose_feature, self._posedirs(vertex_ids)).view(B, -1, 3)
         J_posed, A = batch_rigid_transform(rot, J, m.parents, dtype=pose.dtype)
         verts = skin(canonical, m.lbs_weights[rows], A)
         if vertex_ids is not None:
@@ -267,6 +272,17 @@ class BodyModel(torch.nn.Module):
             J_posed = J_posed + transl[:, None]
         lmk = self.landmarks68(verts, pose)
         return BodyOutput(verts, canonical, J_posed, A, lmk)
+
+    def _posedirs(self, vertex_ids: torch.Tensor | None) -> torch.Tensor:
+        """posedirs [486, N·3] of all vertices or of ``vertex_ids`` (the last subset's gather is kept)."""
+        if vertex_ids is None:
+            return self.smplx.posedirs
+        ids, dirs = self._posedirs_rows
+        if ids is None or ids.shape != vertex_ids.shape or not torch.equal(ids, vertex_ids):
+            ids = vertex_ids.detach().clone()
+            dirs = self._posedirs_v[:, vertex_ids].reshape(self._posedirs_v.shape[0], -1)
+            self._posedirs_rows = (ids, dirs)
+        return dirs
 
     def landmarks68(self, vertices: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         from smplx.lbs import find_dynamic_lmk_idx_and_bcoords, vertices2landmarks

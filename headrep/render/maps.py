@@ -101,7 +101,8 @@ def _clip_positions(verts_cam: torch.Tensor, camera) -> tuple[torch.Tensor, tupl
 
 
 def render_maps(ctx, verts_cam: torch.Tensor, faces: torch.Tensor, camera, antialias: bool = True,
-                attributes: dict[str, torch.Tensor] | None = None, attributes_fixed_coverage: bool = False) -> dict:
+                attributes: dict[str, torch.Tensor] | None = None, attributes_fixed_coverage: bool = False,
+                normals: torch.Tensor | None = None) -> dict:
     """Normal, depth and mask maps of a mesh in OpenCV camera space, differentiable w.r.t. ``verts_cam``.
 
     verts_cam [B, V, 3] (or [V, 3]) metres, faces [F, 3] wound counter-clockwise seen from outside;
@@ -118,6 +119,8 @@ def render_maps(ctx, verts_cam: torch.Tensor, faces: torch.Tensor, camera, antia
     ``attributes_fixed_coverage=True``: the attributes are interpolated with the rasterisation detached, so
     their gradients reach the attribute values only, not the vertex positions through the barycentrics (a
     shading term then moves geometry through the normals it is given, not by sliding the image).
+    ``normals``: the vertex normals [B, V, 3] of ``verts_cam`` when the caller has them already (the fitter's
+    shading needs them too), so they are not computed twice.
     """
     from headrep.render import antialias as _antialias
     from headrep.render import check_faces, interpolate_with, rasterize
@@ -143,7 +146,12 @@ def render_maps(ctx, verts_cam: torch.Tensor, faces: torch.Tensor, camera, antia
         if a.dim() != 3 or a.shape[1] != V:
             raise RenderInputError(f"attribute {name!r} must be [V, C] or [B, V, C] with V={V}, got {tuple(a.shape)}")
         extra.append((name, a.expand(B, -1, -1)))
-    if getattr(ctx, "backend", None) == "cpu" and not (torch.is_grad_enabled() and verts_cam.requires_grad):
+    if normals is not None:
+        vn = normals[None] if normals.dim() == 2 else normals
+        if vn.shape != verts_cam.shape:
+            raise RenderInputError(f"normals must be shaped like verts_cam {tuple(verts_cam.shape)}, "
+                                   f"got {tuple(vn.shape)}")
+    elif getattr(ctx, "backend", None) == "cpu" and not (torch.is_grad_enabled() and verts_cam.requires_grad):
         from headrep.render.cpu import vertex_normals as fused_vertex_normals
 
         vn = fused_vertex_normals(verts_cam, faces)  # one numba pass instead of torch's cross and index_adds
