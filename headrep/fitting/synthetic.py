@@ -199,7 +199,7 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
         # under the face region's top on the stand-in) and the brows (60 mm), fading before the temples: where
         # a video's skin mask sees the skin (lower or wider, most of it fell in the brows' cut-outs or outside
         # the face oval, where no image term can see it)
-        dynamic = wrinkles(head, canonical, strength, *((0.040, 0.007, 0.016, 0.025) if rgb else ()))
+        dynamic = wrinkles(head, canonical, strength, *((0.040, 0.008, 0.024, 0.025) if rgb else ()))
         # place the head ~0.7 m in front of the camera, its face centre on the optical axis (model → camera flip)
         transl = torch.zeros(T, 3)
         transl[:, 2] = -0.7 - centre[2]
