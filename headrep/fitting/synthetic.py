@@ -278,9 +278,10 @@ def _coarse_full(body: BodyModel, head: DenseHead, dense_vertices: torch.Tensor)
     return full
 
 
-def similarity_align(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+def similarity_align(pred: torch.Tensor, truth: torch.Tensor, apply_to: torch.Tensor | None = None) -> torch.Tensor:
     """pred [B,N,3] aligned onto truth [B,N,3] per frame by a similarity (Umeyama: rotation, translation,
-    scale) - monocular fits recover a head only up to its size/distance trade-off."""
+    scale) - monocular fits recover a head only up to its size/distance trade-off. ``apply_to`` [B,M,3]: other
+    points moved by the same similarity (e.g. the whole head placed by its face) instead of ``pred``."""
     mp, mt = pred.mean(1, keepdim=True), truth.mean(1, keepdim=True)
     P, Q = pred - mp, truth - mt
     H = P.transpose(1, 2) @ Q
@@ -289,7 +290,8 @@ def similarity_align(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     D = torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1)
     R = Vt.transpose(1, 2) @ torch.diag_embed(D) @ U.transpose(1, 2)
     scale = (S * D).sum(-1) / (P ** 2).sum((1, 2))
-    return scale[:, None, None] * P @ R.transpose(1, 2) + mt
+    X = P if apply_to is None else apply_to - mp
+    return scale[:, None, None] * X @ R.transpose(1, 2) + mt
 
 
 def face_errors_mm(pred_cam: torch.Tensor, truth_cam: torch.Tensor, face_mask) -> dict:
