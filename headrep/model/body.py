@@ -1,10 +1,11 @@
 """Loading any SMPL-X-format model file through `smplx`, the head-and-shoulders subset S, face regions and
 landmark embeddings.
 
-The licensed `SMPLX_NEUTRAL.npz` and the procedural stand-in (`headrep.model.standin`) take exactly the same path:
-validate the file, build `smplx.SMPLX` from it, and run our forward on that module's buffers. Our forward is
-smplx's own LBS (same functions, same order) but also returns the unposed mesh and the joint transforms the
-dense head needs; a test checks it against `smplx.SMPLX.forward`.
+The licensed `SMPLX_NEUTRAL.npz`, the open Anny-based model (`headrep.model.open_model`, the default) and the
+procedural stand-in (`headrep.model.standin`) take exactly the same path: validate the file, build
+`smplx.SMPLX` from it, and run our forward on that module's buffers. Our forward is smplx's own LBS (same
+functions, same order) but also returns the unposed mesh and the joint transforms the dense head needs; a test
+checks it against `smplx.SMPLX.forward`.
 """
 
 from __future__ import annotations
@@ -376,5 +377,5 @@ def face_region(body: BodyModel) -> np.ndarray:
 
 
 def load_body_model(path: Path | str | None = None, **kwargs) -> BodyModel:
-    """Load an SMPL-X-format file (None: the cached procedural stand-in, generated on first use)."""
+    """Load an SMPL-X-format file, "open" or "standin" (None: the default model, see :func:`resolve_model_path`)."""
     return BodyModel(path, **kwargs)
