@@ -95,7 +95,7 @@ def bench_fits(frames: int, coarse_steps: int | None, detail_epochs: int | None)
         for label, n, cpus, threads in cases:
             results = []
             jobs = [(f"{label}-{i}", {"source": video, "out": f"{tmp}/{len(rows)}-{i}", "config": cfg.to_dict(),
-                                      "model": None, "device": "cpu", "frames": f"0:{frames}", "stride": 1,
+                                      "model": "standin", "device": "cpu", "frames": f"0:{frames}", "stride": 1,
                                       "estimator": None, "resume": False}) for i in range(n)]
             with ray_session(num_cpus=2, threads=threads):
                 t0 = time.perf_counter()
@@ -138,7 +138,8 @@ def bench_render(repeat: int) -> None:
     real_maps = outputs.map_batches
     with tempfile.TemporaryDirectory() as tmp:
         rep = Path(tmp) / "rep"
-        fit_video(video, rep, FitConfig(coarse_steps=30, detail_epochs=1), frames=slice(0, 48), progress=False)
+        fit_video(video, rep, FitConfig(coarse_steps=30, detail_epochs=1), model="standin", frames=slice(0, 48),
+                  progress=False)
         for threads in (2, 1):
             torch.set_num_threads(threads)
             import numba
