@@ -8,9 +8,10 @@ person / skin / hand masks), then fitted with the CLI's defaults and the terms o
 
 Columns (the fitter's `evaluate()` on the valid frames): landmark NME, head-region silhouette IoU (rows above
 the chin, person mask > 0.5 vs rendered coverage > 0.5), photometric L1 over visible skin (0-1 colour units;
-for rows fitted without the photometric term the albedo and lights are fitted afterwards to the fixed geometry,
-so every row is judged by the best shading explanation its geometry allows), normal agreement with the
-MediaPipe mesh (degrees), and s/frame end to end (the shared preparation + that row's fit).
+after each fit the albedo and lights are fitted afresh to the fixed geometry, from the same initial albedo, so
+every row's geometry is judged by the best shading explanation it allows, the all-terms row's too), normal
+agreement with the MediaPipe mesh (degrees), and s/frame end to end (the shared preparation + that row's fit,
+not the appearance refit).
 
 Synthetic (`make_clip(..., rgb=True)`: known albedo, per-frame SH lights, hair volume in D_static, forehead
 wrinkles in D_dyn that come and go), fitted from the images, masks and landmarks only: face error after
@@ -37,14 +38,15 @@ ROWS = (("landmarks only", "landmarks"), ("+ MediaPipe normals", "landmarks,norm
 
 
 def appearance_only(fitter, epochs: int = 6) -> None:
-    """Fit albedo and lights to a finished geometry (for rows fitted without the photometric term)."""
+    """Fit albedo and lights afresh to a finished geometry (every row, the photometric one included, so the
+    column compares geometries, each by the best shading explanation it allows)."""
     import torch
 
     from headrep.fitting.appearance import init_albedo, to_channels
     from headrep.fitting.detail import TERMS, Step, render_step, windows
     from headrep.fitting.params import RowAdam
 
-    fitter.terms = list(fitter.terms) + ["photometric"]
+    fitter.terms = list(dict.fromkeys(list(fitter.terms) + ["photometric"]))
     fitter.images = to_channels(fitter.track.crops, fitter.obs.grayscale)
     init_albedo(fitter)
     fitter.appearance_ready = True
@@ -90,11 +92,8 @@ def real_video(name: str, model: str | None, args) -> list[dict]:
                    observations=obs)
         res = f.run(progress=False)
         secs = time.perf_counter() - t1
-        if "photometric" not in terms:
-            f.targets = targets
-            appearance_only(f)
-        else:
-            f.targets = targets
+        f.targets = targets
+        appearance_only(f)
         m = evaluate(f, offsets=True)
         out.append({"video": name, "model": body.kind, "row": label, "terms": terms, "frames": T,
                     "valid": int(np.asarray(f.valid).sum()), "nme": m["landmark_nme"],
