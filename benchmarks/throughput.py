@@ -32,18 +32,7 @@ from pathlib import Path
 os.environ.setdefault("HEADREP_PROGRESS", "0")
 R = 256
 
-
-def load() -> str:
-    return "load %.2f %.2f %.2f" % os.getloadavg()
-
-
-def table(head, rows) -> str:
-    rows = [tuple(str(c) for c in r) for r in rows]
-    w = [max(len(str(h)), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    out = ["| " + " | ".join(str(h).ljust(x) for h, x in zip(head, w)) + " |",
-           "|" + "|".join("-" * (x + 2) for x in w) + "|"]
-    out += ["| " + " | ".join(c.ljust(x) for c, x in zip(r, w)) + " |" for r in rows]
-    return "\n".join(out)
+from tables import load, table  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def set_threads(n: int) -> int:
