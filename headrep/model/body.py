@@ -45,6 +45,21 @@ def _shape_rule(V: int):
     }
 
 
+def _npz_shapes(path: Path) -> dict:
+    """{key: shape} of an .npz's arrays from their .npy headers alone (decompressing every array only to learn
+    its shape was a fifth of a second per model load)."""
+    shapes = {}
+    with zipfile.ZipFile(path) as z:
+        for name in z.namelist():
+            if not name.endswith(".npy"):
+                continue
+            with z.open(name) as fh:
+                version = np.lib.format.read_magic(fh)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shapes[name[:-4]] = tuple(read(fh)[0])
+    return shapes
+
+
 def validate_model_file(path: Path) -> dict:
     """Open an SMPL-X-format `.npz` and check every key smplx needs. Returns {key: shape}.
 
@@ -76,7 +91,7 @@ def validate_model_file(path: Path) -> dict:
             hint = " (this looks like a FLAME model; headrep needs SMPL-X)" if V == 5023 else ""
             hint = hint or (" (this looks like an SMPL/SMPL-H model; headrep needs SMPL-X)" if V == 6890 else "")
             raise ModelFileError(f"{path} is not an SMPL-X-format model file{hint}: missing keys {', '.join(missing)}")
-        shapes = {k: tuple(data[k].shape) for k in keys}
+        shapes = _npz_shapes(path)
         bad = [f"{k} {shapes[k]}" for k, ok in rule.items() if not ok(shapes[k])]
         if bad:
             raise ModelFileError(f"{path}: arrays with unexpected shapes for V={V} vertices: {'; '.join(bad)}")
