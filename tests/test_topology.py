@@ -487,3 +487,13 @@ def test_build_speed_is_vectorised():
     t = build_dense_topology(f, len(v), 2)
     assert len(t.faces) == 16 * 20000
     assert t.num_dense == len(v) + n_edges(f) + (2 * n_edges(f) + 3 * len(f))
+
+
+def test_largest_component_keeps_the_skin_not_the_separate_pieces():
+    """Offsets live on the largest piece only: an eyeball-like separate piece and an unused vertex are out."""
+    from headrep.model.topology import largest_component
+
+    skin = np.array([[0, 1, 2], [0, 2, 3], [0, 3, 4], [0, 4, 1]])      # a fan of 4 triangles on 5 vertices
+    eye = np.array([[5, 6, 7]])                                        # a separate piece of 3 vertices
+    mask = largest_component(np.concatenate([skin, eye]), 9)           # vertex 8 is in no face
+    assert mask.tolist() == [True] * 5 + [False] * 4

@@ -158,7 +158,7 @@ class Fitter:
         return {
             "betas": P.betas.clone(), "expression": P.expression.clone(), "pose": sc.pose(P.rot, P.neck, P.jaw),
             "transl": sc.transl(P.rot, P.tau), "focal": P.log_focal.exp().reshape(1),
-            "principal": sc.principal.float(), "boxes": sc.boxes.clone(), "static_offsets": P.static.clone(),
+            "principal": sc.principal.float(), "boxes": sc.boxes.clone(), "static_offsets": P.static * sc.surface,
             "dynamic_offsets": P.dynamic.clone(), "face_vertices": sc.face_idx.clone(),
             "valid": torch.as_tensor(self.valid.astype(np.uint8)),
             **({"albedo": P.albedo.clone(), "light": P.light.clone()} if "photometric" in self.terms else {}),

@@ -38,12 +38,13 @@ def init_rigid_pnp(scene, params: FitParams, valid: np.ndarray) -> None:
 
 
 def init_static_offsets(head, body, millimetres: float) -> torch.Tensor:
-    """D_static [Nd,3]: ``millimetres`` along the neutral vertex normals outside the face, zero on it."""
+    """D_static [Nd,3]: ``millimetres`` along the neutral vertex normals outside the face, zero on it (and on
+    pieces other than the skin)."""
     if millimetres <= 0:
         return torch.zeros(head.num_vertices, 3)
     rest = body.zero_params(1)
     with torch.no_grad():
         v = head(rest["betas"], rest["expression"], rest["pose"]).canonical[0]
         n = vertex_normals(v, head.faces_t.long())
-    outside = torch.as_tensor(~head.face_mask, dtype=torch.float32)[:, None]
+    outside = torch.as_tensor(~head.face_mask & head.surface_mask, dtype=torch.float32)[:, None]
     return 1e-3 * millimetres * n * outside

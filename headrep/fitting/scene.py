@@ -91,7 +91,8 @@ class Scene:
         self.T = len(track.valid)
         self.R = int(track.resolution)
         self.lmk = LandmarkSpec(body, head.subset, contour_weight)
-        self.face_idx = torch.as_tensor(np.nonzero(head.face_mask)[0])
+        self.face_idx = torch.as_tensor(np.nonzero(head.face_mask & head.surface_mask)[0])  # where D_dyn lives
+        self.surface = torch.as_tensor(head.surface_mask, dtype=torch.float32)[:, None]  # where D_static lives
         H, W = track.image_size
         self.image_size = (int(H), int(W))
         self.principal = torch.tensor([(W - 1) / 2.0, (H - 1) / 2.0], dtype=torch.float64)
@@ -147,7 +148,7 @@ class Scene:
         pose = self.pose(p["rot"], p["neck"], p["jaw"])
         static = dyn = None
         if offsets:
-            static = p["static"]
+            static = p["static"] * self.surface
             dyn = torch.zeros(p["dynamic"].shape[0], self.head.num_vertices, 3).index_copy(1, self.face_idx,
                                                                                             p["dynamic"])
         out = self.head(p["betas"][None], p["expression"], pose, self.transl(p["rot"], p["tau"]),

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from headrep.model.body import BodyModel, skin
-from headrep.model.topology import DenseTopology, build_dense_topology, submesh
+from headrep.model.topology import DenseTopology, build_dense_topology, largest_component, submesh
 
 
 # Model space is SMPL-X's (y up, z toward the viewer); camera space is OpenCV's (y down, z away from the
@@ -54,6 +54,9 @@ class DenseHead(torch.nn.Module):
         self.register_buffer("subset_t", torch.as_tensor(self.subset, dtype=torch.long))
         self.register_buffer("faces_t", torch.as_tensor(self.faces.astype(np.int32)))
         self.face_mask = self.topology.dense_mask(body.face_mask[self.subset], rule="all")
+        # where offsets may live: the skin, not the eyeballs or tongue a model carries as separate pieces (an
+        # offset there pushes an eyeball through its lids)
+        self.surface_mask = largest_component(self.faces, self.num_vertices)
 
     @property
     def num_vertices(self) -> int:

@@ -44,6 +44,7 @@ __all__ = [
     "cotangent_laplacian",
     "laplacian_penalty",
     "vertex_neighbours",
+    "largest_component",
 ]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -161,6 +162,21 @@ def vertex_neighbours(faces: ArrayLike, num_verts: int) -> list[np.ndarray]:
 # --------------------------------------------------------------------------------------------------
 # submesh
 # --------------------------------------------------------------------------------------------------
+
+
+def largest_component(faces: ArrayLike, num_verts: int) -> np.ndarray:
+    """[num_verts] bool: the vertices of the mesh's largest edge-connected piece (a head's skin; SMPL-X-format
+    models also carry eyeballs, and some a tongue, as separate pieces). Vertices in no face are False."""
+    from scipy.sparse.csgraph import connected_components
+
+    f = _as_faces(faces, num_verts)
+    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]]])
+    A = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(num_verts, num_verts))
+    _, lab = connected_components(A, directed=False)
+    used = np.zeros(num_verts, bool)
+    used[f.ravel()] = True
+    big = np.bincount(lab[used]).argmax()
+    return used & (lab == big)
 
 
 def submesh(faces: np.ndarray, vertex_subset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
