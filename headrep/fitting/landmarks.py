@@ -34,7 +34,7 @@ import numpy as np
 from headrep.errors import HeadrepError
 from headrep.io import crop_image, write_npz
 from headrep.model.constants import MP_TO_IBUG68, NUM_MP_POINTS as NUM_POINTS
-from headrep.fitting.quiet import quiet_native_stderr
+from headrep.fitting.quiet import quiet_native_stderr, started
 from headrep.fitting.video import Frames
 
 __all__ = ["NUM_POINTS", "Detection", "FaceDetector", "MediaPipeDetector", "FaceTrack", "track_faces",
@@ -80,13 +80,13 @@ class MediaPipeDetector(FaceDetector):
             raise HeadrepError(f"mediapipe is not importable ({exc}); reinstall headrep's dependencies") from None
         self.video = bool(video)
         with quiet_native_stderr():  # MediaPipe's C++ start-up log lines
-            self._mesh = mp.solutions.face_mesh.FaceMesh(
+            self._mesh = started(mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=not self.video,
                 max_num_faces=int(max_num_faces),
                 refine_landmarks=True,
                 min_detection_confidence=float(min_detection_confidence),
                 min_tracking_confidence=float(min_tracking_confidence),
-            )
+            ))
 
     def detect(self, image_rgb: np.ndarray) -> list[Detection]:
         if self._mesh is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headrep.errors import HeadrepError
-from headrep.fitting.quiet import quiet_native_stderr
+from headrep.fitting.quiet import quiet_native_stderr, started
 from headrep.io import progress as progress_bar
 
 # MediaPipe point sets (mediapipe.solutions.face_mesh_connections), as polygons by convex hull
@@ -102,7 +102,7 @@ class PersonSegmenter:
         import mediapipe as mp
 
         with quiet_native_stderr():
-            self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+            self._seg = started(mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0))
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         with quiet_native_stderr():
@@ -121,8 +121,9 @@ class HandDetector:
         import mediapipe as mp
 
         with quiet_native_stderr():
-            self._hands = mp.solutions.hands.Hands(static_image_mode=not video, max_num_hands=2,
-                                                   min_detection_confidence=0.3, min_tracking_confidence=0.3)
+            self._hands = started(mp.solutions.hands.Hands(static_image_mode=not video, max_num_hands=2,
+                                                           min_detection_confidence=0.3,
+                                                           min_tracking_confidence=0.3))
 
     def __call__(self, image: np.ndarray) -> list[np.ndarray]:
         h, w = image.shape[:2]

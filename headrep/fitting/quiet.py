@@ -33,3 +33,13 @@ def quiet_native_stderr():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def started(solution):
+    """A MediaPipe solution with its graph started: one blank frame processed (call inside
+    :func:`quiet_native_stderr`). The graph loads its TFLite models on worker threads, which log *after* the
+    constructor has returned, when fd 2 is already restored; a processed frame waits for that start-up."""
+    import numpy as np
+
+    solution.process(np.zeros((64, 64, 3), np.uint8))
+    return solution
