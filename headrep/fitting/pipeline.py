@@ -50,7 +50,7 @@ def _source_kind(source: Path) -> str:
 
 
 def prepare_inputs(source: Path, config: FitConfig, frames, stride: int, estimator, ckpt: Path | None, resume: bool,
-             progress: bool):
+                   progress: bool):
     """(track, targets or None, observations or None), each cached in the checkpoint folder: what the fitter
     needs from the video, computed once."""
     from headrep.fitting.landmarks import FaceTrack, track_faces
@@ -128,13 +128,13 @@ def fit_video(source, out=None, config: FitConfig | None = None, model=None, dev
     ckpt = prepare_output(out, resume, overwrite) if out is not None else None
     created_out = out is not None
     try:
-        if body.is_standin and progress:
-            print("headrep fit: using the procedural STAND-IN model (not SMPL-X); the rep records this. "
-                  "Pass --model SMPLX_NEUTRAL.npz for SMPL-X.", file=sys.stderr)
-        elif body.kind == "open" and progress:
-            print(f"headrep fit: using the {body.open_meta['model']} head model ({body.num_betas} identity "
-                  "slots; not SMPL-X: its numbers do not transfer to SMPL-X results); the rep records this. "
-                  "--model standin for the fast stand-in, --model SMPLX_NEUTRAL.npz for SMPL-X.", file=sys.stderr)
+        if body.is_standin:
+            _say(progress, "using the procedural STAND-IN model (not SMPL-X); the rep records this. "
+                           "Pass --model SMPLX_NEUTRAL.npz for SMPL-X.")
+        elif body.kind == "open":
+            _say(progress, f"using the {body.open_meta['model']} head model ({body.num_betas} identity slots; not "
+                           "SMPL-X: its numbers do not transfer to SMPL-X results); the rep records this. "
+                           "--model standin for the fast stand-in, --model SMPLX_NEUTRAL.npz for SMPL-X.")
         track, targets, obs = prepare_inputs(source, config, frames, stride, estimator, ckpt, resume, progress)
         if obs is not None:
             missing = np.nonzero(np.asarray(track.valid) & ~obs.has_person)[0]

@@ -54,8 +54,8 @@ def _npz_shapes(path: Path) -> dict:
             if not name.endswith(".npy"):
                 continue
             with z.open(name) as fh:
-                version = np.lib.format.read_magic(fh)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                fmt = np.lib.format
+                read = fmt.read_array_header_1_0 if fmt.read_magic(fh) == (1, 0) else fmt.read_array_header_2_0
                 shapes[name[:-4]] = tuple(read(fh)[0])
     return shapes
 

@@ -169,16 +169,19 @@ RENDER_VIDEO_OPTIONS = {"crf": 18, "preset": "superfast", "threads": 1}
 RENDER_BATCH = 16  # frames per body-model forward and rasterizer call: one frame per call costs ~4x more (profiled)
 
 
-def map_batches(rep, R: int, ctx, batch: int = RENDER_BATCH) -> Iterator[tuple[list[int], dict, list]]:
-    """(positions, maps, cameras) for ``batch`` frames at a time, in order: one body-model forward and one
-    render_maps call per batch (the per-call overheads dominated a frame's time). ``maps`` is render_maps'
-    output on the CPU ([B,...] tensors: normal, depth, mask, rast, and albedo when the rep has appearance)."""
+def map_batches(rep, R: int, ctx, batch: int = RENDER_BATCH,
+                positions=None) -> Iterator[tuple[list[int], dict, list]]:
+    """(positions, maps, cameras) for ``batch`` frames at a time, in order (of ``positions``; default every
+    frame): one body-model forward and one render_maps call per batch (the per-call overheads dominated a
+    frame's time). ``maps`` is render_maps' output on the CPU ([B,...] tensors: normal, depth, mask, rast, and
+    albedo when the rep has appearance)."""
     from headrep.render.maps import render_maps
 
     dev = getattr(ctx, "device", torch.device("cpu"))
     faces = rep.head.faces_t.to(dev)
-    for k in range(0, rep.num_frames, batch):
-        idx = list(range(k, min(rep.num_frames, k + batch)))
+    positions = list(range(rep.num_frames)) if positions is None else [int(t) for t in positions]
+    for k in range(0, len(positions), batch):
+        idx = positions[k:k + batch]
         cams = [rep.crop_camera(t, R) for t in idx]
         v = rep.vertices(idx, space="camera").to(dev)
         attrs = {"albedo": rep.tensors["albedo"].to(v.dtype).to(dev)} if rep.has_appearance else None
@@ -187,20 +190,12 @@ def map_batches(rep, R: int, ctx, batch: int = RENDER_BATCH) -> Iterator[tuple[l
         yield idx, {name: x.cpu() for name, x in m.items()}, cams
 
 
-def frame_maps(rep, R: int, ctx, batch: int = RENDER_BATCH) -> Iterator[dict]:
-    """What ``rep.render(t, R, ctx)`` returns, for t = 0, 1, ... in order, computed ``batch`` frames at a time
-    (:func:`map_batches`). Each dict also holds render_maps' other outputs (e.g. "rast") for that frame."""
-    for idx, m, cams in map_batches(rep, R, ctx, batch):
-        for i, cam in enumerate(cams):
-            yield {**{name: x[i] for name, x in m.items()}, "camera": cam}
-
-
 @torch.no_grad()
 def shaded_sequence(rep, positions, resolution: int, background: np.ndarray | None = None, ctx=None) -> np.ndarray:
     """uint8 [F,R,R,3]: the rep's photometric render (albedo × SH shading of its per-frame lights) of frame
     ``positions`` at ``resolution``, composited by the antialiased coverage over ``background`` ([R,R,3] uint8,
     e.g. a reference frame; default black) — a classical model-based reenactment, no learned weights."""
-    from headrep.render import get_context, render_maps, shading
+    from headrep.render import get_context, shading
 
     if not rep.has_appearance:
         raise HeadrepError("this rep has no albedo / lighting (fitted without the photometric term)")
@@ -208,16 +203,14 @@ def shaded_sequence(rep, positions, resolution: int, background: np.ndarray | No
     R = int(resolution)
     bg = np.zeros((R, R, 3), np.float32) if background is None else np.asarray(background, np.float32) / 255.0
     out = np.zeros((len(positions), R, R, 3), np.uint8)
-    albedo = rep.tensors["albedo"].float()
-    for k in range(0, len(positions), RENDER_BATCH):
-        idx = [int(t) for t in positions[k:k + RENDER_BATCH]]
-        v = rep.vertices(idx, space="camera").float()
-        m = render_maps(ctx, v, rep.head.faces_t, [rep.crop_camera(t, R) for t in idx], attributes={"albedo": albedo})
-        rgb = (m["albedo"] * shading(m["normal"], rep.tensors["light"][idx].float())).clamp(0, 1)
+    k = 0
+    for idx, m, _ in map_batches(rep, R, ctx, positions=positions):
+        rgb = (m["albedo"].float() * shading(m["normal"].float(), rep.tensors["light"][idx].float())).clamp(0, 1)
         if rgb.shape[-1] == 1:
             rgb = rgb.expand(-1, -1, -1, 3)
         a = m["mask"].clamp(0, 1)[..., None].numpy()
         out[k:k + len(idx)] = ((rgb.numpy() * a + bg[None] * (1 - a)) * 255).round().clip(0, 255).astype(np.uint8)
+        k += len(idx)
     return out
 
 
