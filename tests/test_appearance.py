@@ -83,6 +83,29 @@ def test_render_maps_interpolates_attributes_and_can_fix_their_coverage():
     assert v2.grad.abs().sum() > 0                          # ...which the default keeps
 
 
+def test_render_maps_surface_gives_its_normals_and_depth_over_the_coverage():
+    """``surface``: the normal and depth maps are those of other positions of the same mesh, on the pixels the
+    rendered vertices cover (the fitter's geometry without D_dyn against MediaPipe's coarse mesh)."""
+    verts, faces, cam = _one_triangle()
+    ctx = get_context("cpu")
+    plain = render_maps(ctx, verts, faces, cam)
+    surface = verts.clone()
+    surface[..., 2] += 0.1                                   # 10 cm farther: depth +0.1 exactly, same normals
+    m = render_maps(ctx, verts, faces, cam, surface=surface)
+    inside = plain["mask"] > 0.5
+    assert torch.equal(m["mask"], plain["mask"])
+    assert torch.allclose(m["depth"][inside], plain["depth"][inside] + 0.1, atol=1e-5)
+    surface[0, 0, 2] += 0.2                                   # tilt it: its normals are the tilted plane's
+    m = render_maps(ctx, verts, faces, cam, surface=surface)
+    s = surface[0].double()
+    n = torch.linalg.cross(s[1] - s[0], s[2] - s[0])
+    n = (n / n.norm()).float()
+    assert torch.allclose(m["normal"][inside], n.expand(int(inside.sum()), 3), atol=1e-5)
+    assert torch.equal(m["mask"], plain["mask"])
+    with pytest.raises(Exception, match="surface must be shaped"):
+        render_maps(ctx, verts, faces, cam, surface=surface[:, :2])
+
+
 def test_project_colours_returns_the_colour_a_vertex_sees():
     verts, faces, cam = _one_triangle()
     m = render_maps(get_context("cpu"), verts, faces, cam)
@@ -127,13 +150,39 @@ def test_silhouette_and_photometric_fit_from_images_only(body, rgb_clip):
     iou = {k: r.stats["detail"]["silhouette_iou"] for k, r in (("sil", r_sil), ("no", r_no))}
     print("scalp error mm", err, "IoU", iou, "photometric L1", r_sil.stats["detail"]["photometric_l1"])
     assert err["sil"] < err["no"]
-    assert iou["sil"] > 0.96 and iou["sil"] > iou["no"]  # measured 0.965 (seeded), 0.916 without it
+    assert iou["sil"] > 0.98 and iou["sil"] > iou["no"]  # measured 0.992 (seeded), 0.916 without it
     assert r_sil.stats["detail"]["photometric_l1"] < 0.02
     # the albedo is the truth's up to a per-channel gain (albedo × light scale is not observable)
     a, ta = f_sil.params.albedo[face], truth.extra["albedo"][face]
     gain = (a * ta).sum(0) / (a * a).sum(0)
     assert float((a * gain - ta).abs().mean()) < 0.15
     assert "silhouette" in r_sil.stats["terms"] and r_sil.stats["silhouette_stage"]["frames"] > 0
+
+
+@pytest.mark.slow
+def test_coarse_mesh_targets_leave_the_wrinkles_to_the_image(body, rgb_clip):
+    """MediaPipe-mesh normals hold no wrinkle: with the photometric term on they supervise the geometry
+    without D_dyn, so the image's shading puts the true wrinkles into D_dyn instead of the flat mesh ironing
+    them out (the same targets marked as a detailed network's are the control)."""
+    from dataclasses import replace
+
+    from headrep.fitting.targets import MediaPipeMeshTargets
+
+    track, _, truth, head = rgb_clip
+    targets = MediaPipeMeshTargets().estimate(track.crops, track.points, track.valid)
+    assert targets.coarse
+    face = torch.as_tensor(head.face_mask)
+    true = truth.dynamic[:, face]
+    n = true / true.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    corr = {}
+    for label, tg in (("coarse", targets), ("as detailed", replace(targets, coarse=False))):
+        cfg = FitConfig(resolution=160, coarse_steps=300, detail_epochs=40, window=8)
+        f = Fitter(body, track, tg, cfg, observations=truth.extra["observations"])
+        f.run(progress=False)
+        dyn = torch.zeros(8, head.num_vertices, 3).index_copy(1, f.face_idx, f.params.dynamic)[:, face]
+        corr[label] = float(torch.corrcoef(torch.stack([(dyn * n).sum(-1).flatten(), (true * n).sum(-1).flatten()]))[0, 1])
+    print("D_dyn correlation with the true wrinkles", corr)
+    assert corr["coarse"] > 0.15 and corr["coarse"] > corr["as detailed"] + 0.15  # measured 0.39 vs 0.03
 
 
 def test_occluded_frames_are_left_out_and_interpolated(body, rgb_clip):

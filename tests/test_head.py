@@ -57,6 +57,19 @@ def test_offsets_are_canonical_and_rotate_with_the_head(body):
     assert torch.allclose(dyn.vertices, moved.vertices, atol=1e-7)
 
 
+def test_base_is_the_head_posed_without_its_dynamic_offsets(body):
+    head = DenseHead(body, levels=1)
+    p = _params(body)
+    g = torch.Generator().manual_seed(0)
+    static = 0.003 * torch.randn(head.num_vertices, 3, generator=g)
+    dyn = 0.002 * torch.randn(2, head.num_vertices, 3, generator=g)
+    out = head(p["betas"], p["expression"], p["pose"], p["transl"], static, dyn, base=True)
+    without = head(p["betas"], p["expression"], p["pose"], p["transl"], static)
+    assert torch.allclose(out.base, without.vertices, atol=1e-7)
+    assert (out.vertices - out.base).abs().max() > 1e-3           # ...and the full head still has them
+    assert head(p["betas"], p["expression"], p["pose"], p["transl"], static, dyn).base is None
+
+
 def test_rejects_bad_levels(body):
     with pytest.raises(ValueError):
         DenseHead(body, levels=3)

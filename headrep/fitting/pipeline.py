@@ -84,12 +84,15 @@ def prepare_inputs(source: Path, config: FitConfig, frames, stride: int, estimat
         if cached("targets"):
             with np.load(files["targets"]) as d:
                 targets = Targets(normal=d["normal"], depth=d["depth"], mask=d["mask"],
-                                  source=str(d["source"]), has_depth=bool(d["has_depth"]))
+                                  source=str(d["source"]), has_depth=bool(d["has_depth"]),
+                                  coarse=bool(d["coarse"]) if "coarse" in d.files
+                                  else str(d["source"]).startswith("mediapipe-mesh"))
         else:
             targets = make_estimator(estimator).estimate(track.crops, track.points, track.valid)
             if files["targets"] is not None:
                 write_npz(files["targets"], normal=targets.normal, depth=targets.depth, mask=targets.mask,
-                          source=np.array(targets.source), has_depth=np.array(targets.has_depth))
+                          source=np.array(targets.source), has_depth=np.array(targets.has_depth),
+                          coarse=np.array(targets.coarse))
     return track, targets, obs
 
 

@@ -143,8 +143,9 @@ class Scene:
         verts = out.vertices + self.transl(p["rot"], p["tau"])[:, None]
         return self.lmk.points(verts, pose, local=True)
 
-    def dense(self, p: dict, offsets: bool = True):
-        """Posed dense vertices [B,Nd,3] (model space) and the pose, with the offsets when ``offsets``."""
+    def dense(self, p: dict, offsets: bool = True, base: bool = False):
+        """Posed dense vertices [B,Nd,3] (model space) and the pose, with the offsets when ``offsets``;
+        ``base``: a third value, the vertices without D_dyn (None without offsets)."""
         pose = self.pose(p["rot"], p["neck"], p["jaw"])
         static = dyn = None
         if offsets:
@@ -152,8 +153,8 @@ class Scene:
             dyn = torch.zeros(p["dynamic"].shape[0], self.head.num_vertices, 3).index_copy(1, self.face_idx,
                                                                                             p["dynamic"])
         out = self.head(p["betas"][None], p["expression"], pose, self.transl(p["rot"], p["tau"]),
-                        static_offsets=static, dynamic_offsets=dyn)
-        return out.vertices, pose
+                        static_offsets=static, dynamic_offsets=dyn, base=base and offsets)
+        return (out.vertices, pose, out.base) if base else (out.vertices, pose)
 
     def dense_landmarks(self, verts: torch.Tensor, pose: torch.Tensor, focal: torch.Tensor) -> torch.Tensor:
         """Projected landmarks [B,L,2] of posed dense vertices (the first |S| dense vertices are S)."""
@@ -175,7 +176,7 @@ class Scene:
         return cams
 
     def render(self, verts_cam, idx, focal: float, antialias=True, attributes=None, scale: float = 1.0,
-               attributes_fixed_coverage: bool = False, normals=None) -> dict:
+               attributes_fixed_coverage: bool = False, normals=None, surface=None) -> dict:
         """Maps in each frame's crop camera (see render_maps); on a CUDA context the geometry goes to the GPU
         for rasterisation only (autograd carries the gradients back), the fitter's tensors stay on the CPU."""
         dev = getattr(self.ctx, "device", torch.device("cpu"))
@@ -183,5 +184,6 @@ class Scene:
         maps = render_maps(self.ctx, verts_cam.to(dev), self.head.faces_t.to(dev),
                            self.crop_cameras(idx, focal, scale), antialias=antialias, attributes=attrs,
                            attributes_fixed_coverage=attributes_fixed_coverage,
-                           normals=None if normals is None else normals.to(dev))
+                           normals=None if normals is None else normals.to(dev),
+                           surface=None if surface is None else surface.to(dev))
         return {k: v.cpu() for k, v in maps.items()}

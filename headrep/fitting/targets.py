@@ -57,7 +57,9 @@ class Targets:
     normal [T,R,R,3] float32 camera-space unit normals (OpenCV; facing the camera: n_z < 0), 0 where masked out;
     depth [T,R,R] float32 relative depth (any scale and shift per frame; larger = farther), 0 where masked out;
     mask [T,R,R] bool, where the estimate is meaningful; source: estimator description (recorded in the rep);
-    has_depth: False when the estimator gives no depth (depth is then all zeros and the depth loss is off).
+    has_depth: False when the estimator gives no depth (depth is then all zeros and the depth loss is off);
+    coarse: True when the maps are those of a coarse mesh (MediaPipe's 468 points) that holds no expression
+    detail: with the photometric term on, they then supervise the geometry without D_dyn (the image does that).
     """
 
     normal: np.ndarray
@@ -65,6 +67,7 @@ class Targets:
     mask: np.ndarray
     source: str
     has_depth: bool = True
+    coarse: bool = False
 
     def validate(self, num_frames: int | None = None, size: int | None = None) -> "Targets":
         """Check shapes and dtypes (optionally against T frames of size x size pixels); returns self."""
@@ -341,7 +344,7 @@ class MediaPipeMeshTargets:
                 torch.set_num_threads(threads)
             if bar is not None:
                 bar.close()
-        return Targets(normal, depth, mask, self.source, has_depth=True)
+        return Targets(normal, depth, mask, self.source, has_depth=True, coarse=True)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -333,10 +333,17 @@ def axis_angle_to_matrix(aa: torch.Tensor) -> torch.Tensor:
     return batch_rodrigues(aa.reshape(-1, 3)).view(*aa.shape[:-1], 3, 3)
 
 
-def skin(vertices: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor) -> torch.Tensor:
-    """Linear blend skinning: vertices [B,N,3] (canonical), weights [N,J], transforms [B,J,4,4] -> [B,N,3]."""
+def blend_transforms(weights: torch.Tensor, transforms: torch.Tensor) -> torch.Tensor:
+    """Per-vertex blended transforms [B,N,4,4] of weights [N,J] and joint transforms [B,J,4,4]."""
     B, J = transforms.shape[:2]
-    T = torch.matmul(weights, transforms.reshape(B, J, 16)).view(B, -1, 4, 4)
+    return torch.matmul(weights, transforms.reshape(B, J, 16)).view(B, -1, 4, 4)
+
+
+def skin(vertices: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor,
+         blended: torch.Tensor | None = None) -> torch.Tensor:
+    """Linear blend skinning: vertices [B,N,3] (canonical), weights [N,J], transforms [B,J,4,4] -> [B,N,3]
+    (``blended``: blend_transforms(weights, transforms) when the caller has it already)."""
+    T = blend_transforms(weights, transforms) if blended is None else blended
     return torch.matmul(T[..., :3, :3], vertices[..., None])[..., 0] + T[..., :3, 3]
 
 

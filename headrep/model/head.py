@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from headrep.model.body import BodyModel, skin
+from headrep.model.body import BodyModel, blend_transforms, skin
 from headrep.model.topology import DenseTopology, build_dense_topology, largest_component, submesh
 
 
@@ -34,6 +34,7 @@ class DenseOutput:
     vertices: torch.Tensor    # [B, Nd, 3] posed dense vertices
     canonical: torch.Tensor   # [B, Nd, 3] unposed dense vertices with offsets
     body: object              # the coarse BodyOutput (landmarks, joints, transforms)
+    base: torch.Tensor | None = None  # [B, Nd, 3] posed without the dynamic offsets (``base=True``)
 
 
 class DenseHead(torch.nn.Module):
@@ -64,15 +65,21 @@ class DenseHead(torch.nn.Module):
 
     def forward(self, betas: torch.Tensor, expression: torch.Tensor, pose: torch.Tensor,
                 transl: torch.Tensor | None = None, static_offsets: torch.Tensor | None = None,
-                dynamic_offsets: torch.Tensor | None = None) -> DenseOutput:
-        """Posed dense vertices. static_offsets [Nd,3] (shared), dynamic_offsets [B,Nd,3] (per frame)."""
+                dynamic_offsets: torch.Tensor | None = None, base: bool = False) -> DenseOutput:
+        """Posed dense vertices. static_offsets [Nd,3] (shared), dynamic_offsets [B,Nd,3] (per frame);
+        ``base``: also the vertices posed without the dynamic offsets (same skinning transforms)."""
         out = self.body(betas, expression, pose, transl=transl, vertex_ids=self.subset_t)
         canonical = self.topology.upsample(out.canonical)
         if static_offsets is not None:
             canonical = canonical + static_offsets
+        without = canonical
         if dynamic_offsets is not None:
             canonical = canonical + dynamic_offsets
-        verts = skin(canonical, self.weights, out.transforms)
-        if transl is not None:
-            verts = verts + transl[:, None]
-        return DenseOutput(verts, canonical, out)
+        T = blend_transforms(self.weights, out.transforms)
+        verts = skin(canonical, self.weights, out.transforms, blended=T)
+        shift = 0.0 if transl is None else transl[:, None]
+        rest = None
+        if base:
+            rest = verts if dynamic_offsets is None else skin(without, self.weights, out.transforms, blended=T)
+            rest = rest + shift
+        return DenseOutput(verts + shift, canonical, out, rest)

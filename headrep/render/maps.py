@@ -102,7 +102,7 @@ def _clip_positions(verts_cam: torch.Tensor, camera) -> tuple[torch.Tensor, tupl
 
 def render_maps(ctx, verts_cam: torch.Tensor, faces: torch.Tensor, camera, antialias: bool = True,
                 attributes: dict[str, torch.Tensor] | None = None, attributes_fixed_coverage: bool = False,
-                normals: torch.Tensor | None = None) -> dict:
+                normals: torch.Tensor | None = None, surface: torch.Tensor | None = None) -> dict:
     """Normal, depth and mask maps of a mesh in OpenCV camera space, differentiable w.r.t. ``verts_cam``.
 
     verts_cam [B, V, 3] (or [V, 3]) metres, faces [F, 3] wound counter-clockwise seen from outside;
@@ -121,6 +121,9 @@ def render_maps(ctx, verts_cam: torch.Tensor, faces: torch.Tensor, camera, antia
     shading term then moves geometry through the normals it is given, not by sliding the image).
     ``normals``: the vertex normals [B, V, 3] of ``verts_cam`` when the caller has them already (the fitter's
     shading needs them too), so they are not computed twice.
+    ``surface``: other vertex positions [B, V, 3] of the same mesh whose normals and depth the ``normal`` and
+    ``depth`` maps show, over the coverage of ``verts_cam`` (``normals`` are then the surface's): the fitter
+    compares MediaPipe's coarse mesh with its geometry without D_dyn while the image sees all of it.
     """
     from headrep.render import antialias as _antialias
     from headrep.render import check_faces, interpolate_with, rasterize
@@ -137,6 +140,13 @@ def render_maps(ctx, verts_cam: torch.Tensor, faces: torch.Tensor, camera, antia
         raise RenderInputError("verts_cam contains NaN or infinite values")
     faces = check_faces(faces, verts_cam.shape[1], verts_cam.device)
     pos, resolution = _clip_positions(verts_cam, camera)
+    geometry = verts_cam
+    if surface is not None:
+        geometry = surface[None] if surface.dim() == 2 else surface
+        if geometry.shape[1:] != verts_cam.shape[1:] or geometry.shape[0] not in (1, verts_cam.shape[0]):
+            raise RenderInputError(f"surface must be shaped like verts_cam {tuple(verts_cam.shape)}, "
+                                   f"got {tuple(surface.shape)}")
+        geometry = geometry.expand_as(verts_cam)
     rast, _ = rasterize(ctx, pos, faces, resolution)
     B, V = verts_cam.shape[:2]
     extra = []
@@ -151,13 +161,13 @@ def render_maps(ctx, verts_cam: torch.Tensor, faces: torch.Tensor, camera, antia
         if vn.shape != verts_cam.shape:
             raise RenderInputError(f"normals must be shaped like verts_cam {tuple(verts_cam.shape)}, "
                                    f"got {tuple(vn.shape)}")
-    elif getattr(ctx, "backend", None) == "cpu" and not (torch.is_grad_enabled() and verts_cam.requires_grad):
+    elif getattr(ctx, "backend", None) == "cpu" and not (torch.is_grad_enabled() and geometry.requires_grad):
         from headrep.render.cpu import vertex_normals as fused_vertex_normals
 
-        vn = fused_vertex_normals(verts_cam, faces)  # one numba pass instead of torch's cross and index_adds
+        vn = fused_vertex_normals(geometry, faces)  # one numba pass instead of torch's cross and index_adds
     else:
-        vn = vertex_normals(verts_cam, faces)
-    attr = torch.cat([vn, verts_cam[..., 2:3]]
+        vn = vertex_normals(geometry, faces)
+    attr = torch.cat([vn, geometry[..., 2:3]]
                      + ([] if attributes_fixed_coverage else [a for _, a in extra]), -1)
     out, _ = interpolate_with(ctx, attr, rast, faces)
     if attributes_fixed_coverage and extra:
