@@ -21,8 +21,9 @@ def face_normals(verts: torch.Tensor, faces: torch.Tensor, normalize: bool = Tru
     """
     squeeze = verts.dim() == 2
     v = verts[None] if squeeze else verts
-    c = _gather_corners(v, faces)
-    n = torch.linalg.cross(c[:, :, 1] - c[:, :, 0], c[:, :, 2] - c[:, :, 0], dim=-1)
+    # unbind, not three selects: each select's backward fills a zero [B, F, 3, 3] tensor of its own
+    c0, c1, c2 = _gather_corners(v, faces).unbind(2)
+    n = torch.linalg.cross(c1 - c0, c2 - c0, dim=-1)
     if normalize:
         n = n * torch.rsqrt((n * n).sum(-1, keepdim=True).clamp_min(1e-30))
     return n[0] if squeeze else n

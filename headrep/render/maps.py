@@ -170,27 +170,29 @@ def render_maps(ctx, verts_cam: torch.Tensor, faces: torch.Tensor, camera, antia
     attr = torch.cat([vn, geometry[..., 2:3]]
                      + ([] if attributes_fixed_coverage else [a for _, a in extra]), -1)
     out, _ = interpolate_with(ctx, attr, rast, faces)
+    # split, not sliced: a slice's backward fills a zero tensor of the whole [B,H,W,C] per slice (4 of them
+    # per fitter step, ~10 % of its time at 256²); split's backward concatenates the pieces' gradients once
+    pieces = list(torch.split(out, [3, 1] + ([] if attributes_fixed_coverage else [a.shape[-1] for _, a in extra]),
+                              -1))
     if attributes_fixed_coverage and extra:
         fixed, _ = interpolate_with(ctx, torch.cat([a for _, a in extra], -1), rast.detach(), faces)
-        out = torch.cat([out, fixed], -1)
+        pieces += list(torch.split(fixed, [a.shape[-1] for _, a in extra], -1))
     hard = (rast[..., 3:4] > 0).to(verts_cam.dtype)
-    n = out[..., :3]
+    n = pieces[0]
     if n.device.type == "cpu" and getattr(ctx, "backend", None) == "cpu":
         from headrep.render.cpu import normalize
 
         n = normalize(n, 1e-20)  # fused numba kernels, same maths as below
     else:
         n = n * torch.rsqrt((n * n).sum(-1, keepdim=True).clamp_min(1e-20))  # empty pixels stay 0
-    depth = out[..., 3]
+    depth = pieces[1][..., 0]
     if antialias:
         mask = _antialias(hard, rast, pos, faces)[..., 0]
     else:
         mask = hard[..., 0]
     maps = {"normal": n, "depth": depth, "mask": mask, "rast": rast}
-    c = 4
-    for name, a in extra:
-        maps[name] = out[..., c:c + a.shape[-1]]
-        c += a.shape[-1]
+    for (name, _), piece in zip(extra, pieces[2:]):
+        maps[name] = piece
     return maps
 
 
