@@ -154,7 +154,7 @@ def synthetic(args) -> dict:
     from headrep.fitting import FitConfig, Fitter
     from headrep.fitting.synthetic import face_errors_mm, make_clip, similarity_align
     from headrep.fitting.targets import MediaPipeMeshTargets
-    from headrep.model import BodyModel, to_camera, vertex_normals
+    from headrep.model import BodyModel, vertex_normals
     from headrep.render import sh_basis
 
     body = BodyModel("standin")  # the synthetic ground truth is made with the stand-in
@@ -169,7 +169,9 @@ def synthetic(args) -> dict:
 
     def fit(c, terms):
         track, _, truth, head = c
-        targets = MediaPipeMeshTargets().estimate(track.crops, track.points, track.valid) if "normals" in terms else None
+        targets = None
+        if "normals" in terms:  # MediaPipe-mesh targets from the clip's own landmarks, as a real fit makes them
+            targets = MediaPipeMeshTargets().estimate(track.crops, track.points, track.valid)
         f = Fitter(body, track, targets, FitConfig(resolution=192, detail_epochs=epochs, window=8, terms=terms),
                    observations=truth.extra["observations"])
         return f, f.run(progress=False)

@@ -183,7 +183,7 @@ def base_surface(fitter) -> bool:
     """Whether the normal and depth maps show the geometry without D_dyn: when the dense targets are a coarse
     mesh's (MediaPipe's, which holds no wrinkle or fold) and the photometric term is on, the image alone
     supervises D_dyn; the coarse mesh's flat normals would otherwise iron every wrinkle out (synthetic clip,
-    100 epochs: D_dyn correlation with the true wrinkles -0.03 -> 0.55)."""
+    100 epochs: D_dyn correlation with the true wrinkles -0.03 -> 0.5)."""
     tg = fitter.targets
     return (fitter.cfg.offsets and "photometric" in fitter.terms and "normals" in fitter.terms
             and bool(getattr(tg, "coarse", False)))

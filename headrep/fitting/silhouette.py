@@ -63,7 +63,8 @@ def run_silhouette(fitter, progress: bool = True) -> dict:
         cover = scene.render(to_camera(verts), idx, float(p["focal"]), scale=1.0 / k)["mask"]
         sil = (((cover - person) ** 2) * region).sum() / region.sum().clamp_min(1)
         step = Step(fitter, idx, p, verts, pose, fitter.valid_t[idx])
-        loss = c.w_silhouette_stage * sil + c.w_static_mag * term_static_mag(step) + c.w_static_lap * term_static_lap(step)
+        loss = (c.w_silhouette_stage * sil + c.w_static_mag * term_static_mag(step)
+                + c.w_static_lap * term_static_lap(step))
         loss.backward()
         opt.step()
         value = float(sil.detach())
