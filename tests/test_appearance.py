@@ -159,6 +159,27 @@ def test_silhouette_and_photometric_fit_from_images_only(body, rgb_clip):
     assert "silhouette" in r_sil.stats["terms"] and r_sil.stats["silhouette_stage"]["frames"] > 0
 
 
+def test_only_coarse_targets_with_the_photometric_term_see_the_geometry_without_d_dyn():
+    from types import SimpleNamespace
+
+    from headrep.fitting.detail import base_surface
+    from headrep.fitting.targets import Targets
+
+    z = np.zeros((1, 4, 4, 3), np.float32)
+    mesh = Targets(z, z[..., 0], z[..., 0] > 0, "mediapipe-mesh", coarse=True)
+    net = Targets(z, z[..., 0], z[..., 0] > 0, "my network")
+    all_terms = ("landmarks", "normals", "silhouette", "photometric")
+
+    def fitter(targets, terms=all_terms, offsets=True):
+        return SimpleNamespace(targets=targets, terms=list(terms), cfg=FitConfig(offsets=offsets))
+
+    assert base_surface(fitter(mesh))
+    assert not base_surface(fitter(net))                                  # a network's normals may hold wrinkles
+    assert not base_surface(fitter(mesh, ("landmarks", "normals")))       # nothing else would supervise D_dyn
+    assert not base_surface(fitter(mesh, offsets=False))                  # no D_dyn at all
+    assert not base_surface(fitter(None, ("landmarks", "photometric")))
+
+
 @pytest.mark.slow
 def test_coarse_mesh_targets_leave_the_wrinkles_to_the_image(body, rgb_clip):
     """MediaPipe-mesh normals hold no wrinkle: with the photometric term on they supervise the geometry

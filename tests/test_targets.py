@@ -94,6 +94,7 @@ def test_mediapipe_normals_match_analytic_face_normals(yaw, pitch):
     tg = MediaPipeMeshTargets().estimate(*_one(points))
     assert tg.normal.shape == (1, R, R, 3) and tg.normal.dtype == np.float32
     assert tg.depth.shape == (1, R, R) and tg.mask.dtype == np.bool_ and tg.has_depth
+    assert tg.coarse                                  # MediaPipe's mesh holds no wrinkle (see detail.base_surface)
     fn, area = _face_normals(p, tri)
     # Smooth shading equals the face normal only where the surface is locally flat: pick, from the geometry
     # alone, triangles whose mean (area-weighted) vertex normal - the smooth normal at the centroid - is within
@@ -406,7 +407,7 @@ def test_network_targets_torchscript_opengl(tmp_path):
     assert isinstance(est, TargetEstimator)
     crops, points, valid = _clip()
     tg = est.estimate(crops, points, valid)
-    assert tg.has_depth and "normals.pt" in tg.source
+    assert tg.has_depth and "normals.pt" in tg.source and not tg.coarse
     assert tg.mask[0].all() and tg.mask[2].all() and not tg.mask[1].any()
     np.testing.assert_allclose(tg.normal[0], np.broadcast_to([0, 0, -1], (32, 32, 3)), atol=1e-6)
     np.testing.assert_allclose(tg.depth[2], np.broadcast_to(np.arange(32.0), (32, 32)), atol=1e-5)
