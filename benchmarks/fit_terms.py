@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
+
+from tables import load, table  # benchmarks/ is on sys.path when run as a script
 
 ROWS = (("landmarks only", "landmarks"), ("+ MediaPipe normals", "landmarks,normals"),
         ("+ silhouette", "landmarks,normals,silhouette"),
@@ -130,16 +131,13 @@ def outline_points(truth, head, scalp, cams) -> list:
     return out
 
 
-def outline_distance(fitter, outline: list, faces) -> float:
-    """Mean distance (mm) of the true outline points to the fitted surface in camera space (no alignment:
-    the outline is where the images put it)."""
+def outline_distance(verts_cam, outline: list, faces) -> float:
+    """Mean distance (mm) of the true outline points to the fitted surface ``verts_cam`` [T,Nd,3] in camera
+    space (no alignment: the outline is where the images put it)."""
     import numpy as np
     import open3d as o3d
-    import torch
 
-    with torch.no_grad():
-        v, _ = fitter.dense(torch.arange(len(outline)))
-    v = v * torch.tensor([1.0, -1.0, -1.0])
+    v = verts_cam
     d = []
     for t, pts in enumerate(outline):
         scene = o3d.t.geometry.RaycastingScene()
@@ -154,7 +152,7 @@ def synthetic(args) -> dict:
     from headrep.fitting import FitConfig, Fitter
     from headrep.fitting.synthetic import face_errors_mm, make_clip, similarity_align
     from headrep.fitting.targets import MediaPipeMeshTargets
-    from headrep.model import BodyModel, vertex_normals
+    from headrep.model import BodyModel, to_camera, vertex_normals
     from headrep.render import sh_basis
 
     body = BodyModel("standin")  # the synthetic ground truth is made with the stand-in
@@ -165,7 +163,6 @@ def synthetic(args) -> dict:
     # one detail step per epoch on an 8-frame clip: D_dyn needs ~100 updates to settle (correlation 0.28 after
     # 20, 0.51 after 100, 0.60 after 300)
     epochs = 40 if args.quick else 100
-    flip = torch.tensor([1.0, -1.0, -1.0])
 
     def fit(c, terms):
         track, _, truth, head = c
@@ -181,12 +178,15 @@ def synthetic(args) -> dict:
     true = truth.dynamic[:, face]
     n = true / true.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
-    def face_and_dyn(f):
+    def camera_vertices(f):
         with torch.no_grad():
-            v, _ = f.dense(torch.arange(T))
+            return to_camera(f.dense(torch.arange(T))[0])
+
+    def face_and_dyn(f):
+        v = camera_vertices(f)
         dyn = torch.zeros(T, head.num_vertices, 3).index_copy(1, f.face_idx, f.params.dynamic)[:, face]
         corr = float(torch.corrcoef(torch.stack([(dyn * n).sum(-1).reshape(-1), (true * n).sum(-1).reshape(-1)]))[0, 1])
-        return face_errors_mm(v * flip, truth.vertices_cam, face)["aligned_mm"], corr
+        return face_errors_mm(v, truth.vertices_cam, face)["aligned_mm"], corr
 
     res = {}
     f_all, r_all = fit(clip, "landmarks,normals,silhouette,photometric")
@@ -202,13 +202,12 @@ def synthetic(args) -> dict:
         res[f"scalp_error_mm_{k}_silhouette"] = float(e[scalp].mean())
         # the surface itself: each frame's head placed on the truth by the similarity that aligns the faces
         # (D_static alone also differs by whatever the fitted β shape differs), then the scalp's distance
-        with torch.no_grad():
-            v, _ = f.dense(torch.arange(T))
-            tv = truth.vertices_cam.double()
-            surf = similarity_align((v * flip)[:, face].double(), tv[:, face], apply_to=(v * flip).double())
+        v = camera_vertices(f).double()
+        tv = truth.vertices_cam.double()
+        surf = similarity_align(v[:, face], tv[:, face], apply_to=v)
         d = (surf - tv).norm(dim=-1).mean(0) * 1e3
         res[f"scalp_surface_error_mm_{k}_silhouette"] = float(d[scalp].mean())
-        res[f"scalp_outline_to_surface_mm_{k}_silhouette"] = outline_distance(f, outline, head.faces)
+        res[f"scalp_outline_to_surface_mm_{k}_silhouette"] = outline_distance(v, outline, head.faces)
     res["scalp_hair_mm"] = float(truth.static[scalp].norm(dim=-1).mean() * 1e3)
     a, ta = f_all.params.albedo[face], truth.extra["albedo"][face]
     gain = (a * ta).sum(0) / (a * a).sum(0)
@@ -242,24 +241,22 @@ def main() -> int:
     ap.add_argument("--models", default="standin", help="comma-separated: standin, open (or .npz paths)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    print(f"load average {os.getloadavg()}", flush=True)
+    print(load(), flush=True)
     rows = []
     if not args.no_real:
         for model in args.models.split(","):
             for v in args.videos.split(","):
                 rows += real_video(v, model, args)
     syn = None if args.no_synthetic else synthetic(args)
-    print(f"\nload average {os.getloadavg()}\n")
+    print(f"\n{load()}\n")
     if rows:
-        print("| video | model | terms | NME | head IoU | photometric L1 | normal err (deg) | s/frame |")
-        print("|---|---|---|---|---|---|---|---|")
-        for r in rows:
-            print(f"| {r['video']} ({r['frames']} frames) | {r['model']} | {r['row']} | {r['nme']:.4f} | {r['iou']:.3f} "
-                  f"| {r['photometric_l1']:.4f} | {r['normal_deg']:.2f} | {r['s_per_frame']:.2f} |")
+        print(table(("video", "model", "terms", "NME", "head IoU", "photometric L1", "normal err (deg)", "s/frame"),
+                    [(f"{r['video']} ({r['frames']} frames)", r["model"], r["row"], f"{r['nme']:.4f}",
+                      f"{r['iou']:.3f}", f"{r['photometric_l1']:.4f}", f"{r['normal_deg']:.2f}",
+                      f"{r['s_per_frame']:.2f}") for r in rows]))
     if syn:
-        print("\n| synthetic (images, masks, landmarks only) | value |\n|---|---|")
-        for k, v in syn.items():
-            print(f"| {k} | {v:.4f} |")
+        print()
+        print(table(("synthetic (images, masks, landmarks only)", "value"), [(k, f"{v:.4f}") for k, v in syn.items()]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"real": rows, "synthetic": syn}, f, indent=2)

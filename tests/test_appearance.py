@@ -11,7 +11,7 @@ from headrep.errors import HeadrepError
 from headrep.fitting import FitConfig, Fitter
 from headrep.fitting.appearance import project_colours, to_channels
 from headrep.fitting.observe import is_grayscale, silhouette_rows, skin_mask
-from headrep.render import PinholeCamera, get_context, neutral_light, render_maps, sh_basis, shading
+from headrep.render import PinholeCamera, RenderInputError, get_context, neutral_light, render_maps, sh_basis, shading
 
 
 def test_sh_basis_constants_and_neutral_light():
@@ -102,7 +102,7 @@ def test_render_maps_surface_gives_its_normals_and_depth_over_the_coverage():
     n = (n / n.norm()).float()
     assert torch.allclose(m["normal"][inside], n.expand(int(inside.sum()), 3), atol=1e-5)
     assert torch.equal(m["mask"], plain["mask"])
-    with pytest.raises(Exception, match="surface must be shaped"):
+    with pytest.raises(RenderInputError, match="surface must be shaped"):
         render_maps(ctx, verts, faces, cam, surface=surface[:, :2])
 
 

@@ -199,12 +199,13 @@ def render_step(fitter, verts: torch.Tensor, idx: torch.Tensor, p: dict, base: t
         return fitter.scene.render(cam, idx, float(p["focal"]))
     from headrep.model import vertex_normals
 
-    faces = fitter.scene.head.faces_t.long()
-    vn = vertex_normals(cam, faces)  # once: the normal maps and the shading share it
+    vn = vertex_normals(cam, fitter.scene.head.faces_t.long())
     attrs = {"albedo": p["albedo"], "shading_normal": vn}
+    # the normal maps share the shading's normals, unless they show the surface without D_dyn (render_maps
+    # computes that one's)
     surface = None if base is None else to_camera(base)
     maps = fitter.scene.render(cam, idx, float(p["focal"]), attributes=attrs, attributes_fixed_coverage=True,
-                               normals=vn if surface is None else vertex_normals(surface, faces), surface=surface)
+                               normals=vn if surface is None else None, surface=surface)
     n = maps["shading_normal"]
     maps["shading_normal"] = n * torch.rsqrt((n * n).sum(-1, keepdim=True).clamp_min(1e-20))
     return maps
