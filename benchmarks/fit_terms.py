@@ -27,6 +27,10 @@ targets (images alone).
     python benchmarks/fit_terms.py --quick        # 48 frames of each video, short fits; synthetic 8 frames
     python benchmarks/fit_terms.py                # whole videos (tens of minutes on 2 cores)
     python benchmarks/fit_terms.py --no-real      # synthetic only
+    python benchmarks/fit_terms.py --from-truth   # the detail stage started at the synthetic truth, per row
+
+`--from-truth` asks what the goals can reach at all: each row's detail stage starts at the true head
+(`headrep.fitting.synthetic.start_at_truth`) and the table says how far its losses and steps carry it away.
 """
 
 from __future__ import annotations
@@ -146,18 +150,79 @@ def outline_distance(verts_cam, outline: list, faces) -> float:
     return float(np.concatenate(d).mean() * 1e3)
 
 
+#: the synthetic clip: 8 frames at 192² (stand-in model), forehead wrinkles present on some frames only
+SYNTHETIC = dict(T=8, resolution=192, levels=1, seed=3, expressive=True, rgb=True, wrinkles_signed=False)
+
+
+def mediapipe_targets(track):
+    """MediaPipe-mesh targets from a synthetic clip's own landmarks, as a real fit makes them."""
+    from headrep.fitting.targets import MediaPipeMeshTargets
+
+    return MediaPipeMeshTargets().estimate(track.crops, track.points, track.valid)
+
+
+def dyn_correlation(f, truth, head) -> float:
+    """Correlation of the fitted D_dyn with the truth's, along the true wrinkles' normals, on the face."""
+    import torch
+
+    face = torch.as_tensor(head.face_mask)
+    T = truth.dynamic.shape[0]
+    true = truth.dynamic[:, face]
+    n = true / true.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    dyn = torch.zeros(T, head.num_vertices, 3).index_copy(1, f.face_idx, f.params.dynamic.detach())[:, face]
+    return float(torch.corrcoef(torch.stack([(dyn * n).sum(-1).reshape(-1), (true * n).sum(-1).reshape(-1)]))[0, 1])
+
+
+def aligned_face_error(f, truth, head) -> float:
+    import torch
+
+    from headrep.fitting.synthetic import face_errors_mm
+    from headrep.model import to_camera
+
+    with torch.no_grad():
+        v = to_camera(f.dense(torch.arange(truth.dynamic.shape[0]))[0])
+    return face_errors_mm(v, truth.vertices_cam, torch.as_tensor(head.face_mask))["aligned_mm"]
+
+
+def from_truth(args) -> list[dict]:
+    """Each row's detail stage started at the synthetic truth (shape, expression, pose, offsets, albedo,
+    lights): how far its losses and optimiser carry the head away from it. A loss whose minimum is the truth
+    and an optimiser that stops there give 0 mm and correlation 1; the rest is each term's bias (MediaPipe's
+    coarse mesh is not the true surface) and the noise the steps add."""
+    from headrep.fitting import FitConfig, Fitter
+    from headrep.fitting.detail import run_detail
+    from headrep.fitting.synthetic import make_clip, start_at_truth
+    from headrep.model import BodyModel
+
+    body = BodyModel("standin")
+    track, _, truth, head = make_clip(body, **SYNTHETIC)
+    targets = mediapipe_targets(track)
+    epochs = 20 if args.quick else 40
+    rows = []
+    unregularised = {"w_static_mag": 0.0, "w_static_lap": 0.0}  # D_static's prior pulls the true bumps down
+    for label, terms, over in [(*r, {}) for r in ROWS] + [("all, without D_static's penalties", ROWS[-1][1],
+                                                          unregularised)]:
+        cfg = FitConfig(resolution=SYNTHETIC["resolution"], detail_epochs=epochs, window=8, terms=terms, **over)
+        f = Fitter(body, track, targets if "normals" in terms else None, cfg, observations=truth.extra["observations"])
+        start_at_truth(f, truth)
+        run_detail(f, progress=False)
+        rows.append({"row": label, "epochs": epochs, "face_error_mm": aligned_face_error(f, truth, head),
+                     "dyn_correlation": dyn_correlation(f, truth, head)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def synthetic(args) -> dict:
     import torch
 
     from headrep.fitting import FitConfig, Fitter
-    from headrep.fitting.synthetic import face_errors_mm, make_clip, similarity_align
-    from headrep.fitting.targets import MediaPipeMeshTargets
+    from headrep.fitting.synthetic import make_clip, similarity_align
     from headrep.model import BodyModel, to_camera, vertex_normals
     from headrep.render import sh_basis
 
     body = BodyModel("standin")  # the synthetic ground truth is made with the stand-in
-    T = 8
-    kw = dict(T=T, resolution=192, levels=1, seed=3, expressive=True, rgb=True, wrinkles_signed=False)
+    T = SYNTHETIC["T"]
+    kw = SYNTHETIC
     clip = make_clip(body, **kw)
     plain = make_clip(body, **{**kw, "wrinkle_mm": 0.0})
     # one detail step per epoch on an 8-frame clip: D_dyn needs ~100 updates to settle (correlation 0.28 after
@@ -166,27 +231,20 @@ def synthetic(args) -> dict:
 
     def fit(c, terms):
         track, _, truth, head = c
-        targets = None
-        if "normals" in terms:  # MediaPipe-mesh targets from the clip's own landmarks, as a real fit makes them
-            targets = MediaPipeMeshTargets().estimate(track.crops, track.points, track.valid)
-        f = Fitter(body, track, targets, FitConfig(resolution=192, detail_epochs=epochs, window=8, terms=terms),
-                   observations=truth.extra["observations"])
+        targets = mediapipe_targets(track) if "normals" in terms else None
+        cfg = FitConfig(resolution=kw["resolution"], detail_epochs=epochs, window=8, terms=terms)
+        f = Fitter(body, track, targets, cfg, observations=truth.extra["observations"])
         return f, f.run(progress=False)
 
     track, _, truth, head = clip
     face = torch.as_tensor(head.face_mask)
-    true = truth.dynamic[:, face]
-    n = true / true.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
     def camera_vertices(f):
         with torch.no_grad():
             return to_camera(f.dense(torch.arange(T))[0])
 
     def face_and_dyn(f):
-        v = camera_vertices(f)
-        dyn = torch.zeros(T, head.num_vertices, 3).index_copy(1, f.face_idx, f.params.dynamic)[:, face]
-        corr = float(torch.corrcoef(torch.stack([(dyn * n).sum(-1).reshape(-1), (true * n).sum(-1).reshape(-1)]))[0, 1])
-        return face_errors_mm(v, truth.vertices_cam, face)["aligned_mm"], corr
+        return aligned_face_error(f, truth, head), dyn_correlation(f, truth, head)
 
     res = {}
     f_all, r_all = fit(clip, "landmarks,normals,silhouette,photometric")
@@ -239,9 +297,18 @@ def main() -> int:
     ap.add_argument("--no-synthetic", action="store_true")
     ap.add_argument("--videos", default="WolfgangLanger_Pexels.mp4,single_face.mp4")
     ap.add_argument("--models", default="standin", help="comma-separated: standin, open (or .npz paths)")
+    ap.add_argument("--from-truth", action="store_true",
+                    help="only the detail stage started at the synthetic truth, per row of terms")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     print(load(), flush=True)
+    if args.from_truth:
+        drift = from_truth(args)
+        print(f"\n{load()}\n")
+        print(table(("synthetic, started at the truth", "detail epochs", "face error (mm)", "D_dyn correlation"),
+                    [(r["row"], r["epochs"], f"{r['face_error_mm']:.3f}", f"{r['dyn_correlation']:.3f}")
+                     for r in drift]))
+        return 0
     rows = []
     if not args.no_real:
         for model in args.models.split(","):

@@ -128,6 +128,31 @@ def rgb_clip(body):
     return make_clip(body, T=8, resolution=160, levels=1, seed=3, expressive=True, rgb=True, wrinkles_signed=False)
 
 
+def test_a_fit_started_at_the_truth_is_the_true_head(body, rgb_clip):
+    """start_at_truth inverts the fitter's parameterisation (pose about the head pivot, offsets on the face
+    rows): the posed head is the clip's own camera-space vertices, and the photometric residual over skin is
+    only the images' 8-bit rounding."""
+    from headrep.fitting.detail import photometric_residual, render_step
+    from headrep.fitting.synthetic import start_at_truth
+    from headrep.model import to_camera
+
+    track, _, truth, _ = rgb_clip
+    f = Fitter(body, track, None, FitConfig(resolution=160, terms="landmarks,photometric"),
+               observations=truth.extra["observations"])
+    start_at_truth(f, truth)
+    idx = torch.arange(track.points.shape[0])
+    with torch.no_grad():
+        verts, _ = f.dense(idx)
+        assert float((to_camera(verts) - truth.vertices_cam).abs().max()) < 1e-5  # metres
+        p = f.params.view(idx)
+        _, res, w = photometric_residual(f, idx, render_step(f, verts, idx, p), p["light"])
+    # the images' clipped highlights (5 % of these skin pixels) are seen as white by both; what is left is
+    # rounding, but for a few pixels where an outline inside the face (the nose's side) falls differently
+    err = res.abs().amax(-1)[w]
+    assert float(err.quantile(0.99)) <= 0.5 / 255 + 1e-4
+    assert float((err > 2 / 255).float().mean()) < 0.005  # measured 0.0008 (5 % before clipping)
+
+
 def _fit(body, clip, terms, **kw):
     track, _, truth, head = clip
     cfg = FitConfig(resolution=160, coarse_steps=300, detail_epochs=20, window=8, terms=terms, **kw)
@@ -150,7 +175,7 @@ def test_silhouette_and_photometric_fit_from_images_only(body, rgb_clip):
     iou = {k: r.stats["detail"]["silhouette_iou"] for k, r in (("sil", r_sil), ("no", r_no))}
     print("scalp error mm", err, "IoU", iou, "photometric L1", r_sil.stats["detail"]["photometric_l1"])
     assert err["sil"] < err["no"]
-    assert iou["sil"] > 0.98 and iou["sil"] > iou["no"]  # measured 0.992 (seeded), 0.916 without it
+    assert iou["sil"] > 0.98 and iou["sil"] > iou["no"]  # measured 0.984 (seeded), 0.916 without it
     assert r_sil.stats["detail"]["photometric_l1"] < 0.02
     # the albedo is the truth's up to a per-channel gain (albedo × light scale is not observable)
     a, ta = f_sil.params.albedo[face], truth.extra["albedo"][face]
@@ -204,7 +229,7 @@ def test_coarse_mesh_targets_leave_the_wrinkles_to_the_image(body, rgb_clip):
         pair = torch.stack([(dyn * n).sum(-1).flatten(), (true * n).sum(-1).flatten()])
         corr[label] = float(torch.corrcoef(pair)[0, 1])
     print("D_dyn correlation with the true wrinkles", corr)
-    assert corr["coarse"] > 0.15 and corr["coarse"] > corr["as detailed"] + 0.15  # measured 0.39 vs 0.03
+    assert corr["coarse"] > 0.15 and corr["coarse"] > corr["as detailed"] + 0.15  # measured 0.36 vs 0.00
 
 
 def test_occluded_frames_are_left_out_and_interpolated(body, rgb_clip):

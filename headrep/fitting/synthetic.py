@@ -303,6 +303,28 @@ def face_errors_mm(pred_cam: torch.Tensor, truth_cam: torch.Tensor, face_mask) -
             "aligned_mm": float((similarity_align(p, t) - t).norm(dim=-1).mean() * 1e3)}
 
 
+@torch.no_grad()
+def start_at_truth(fitter, truth: Truth) -> None:
+    """Set a fitter's unknowns to a synthetic clip's truth (shape, expression, pose, focal, both offset fields,
+    and with an RGB clip the albedo and lights): the fitted head then equals ``truth.vertices_cam``. Running the
+    detail stage from there shows where its losses pull away from the truth (each term's bias and noise)."""
+    from headrep.model import J_JAW, J_NECK, J_ROOT, axis_angle_to_matrix
+
+    P, sc = fitter.params, fitter.scene
+    P.betas = truth.betas.reshape(-1).float().clone()
+    P.expression = truth.expression.float().clone()
+    P.rot, P.neck, P.jaw = (truth.pose[:, j].float().clone() for j in (J_ROOT, J_NECK, J_JAW))
+    # Scene.transl's inverse: transl = tau + pivot − R·pivot
+    P.tau = truth.transl.float() - sc.pivot + torch.einsum("bij,j->bi", axis_angle_to_matrix(P.rot), sc.pivot)
+    P.log_focal = torch.tensor(float(truth.focal)).log()
+    P.static = truth.static.float().clone()
+    P.dynamic = truth.dynamic[:, sc.face_idx].float().clone()
+    if "albedo" in truth.extra:
+        P.albedo = truth.extra["albedo"].float().clone()
+        P.light = truth.extra["light"].float().clone()
+        fitter.appearance_ready = True
+
+
 # ----------------------------------------------------------------------------------------------------------
 # synthetic reps (tests, notebooks): plausible parameters without fitting
 
