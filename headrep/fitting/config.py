@@ -33,8 +33,9 @@ class FitConfig:
                                      # D_dyn off the wrinkles 0.71 -> 0.07 mm rms)
     static_adam_eps: float = 3e-3    # the same for D_static: Adam's unit steps turned the photometric term's
                                      # pixel noise into a random walk of D_static (started at the synthetic
-                                     # truth, 40 epochs: 0.80 mm off on the face at 1e-8, 0.31 mm at 1e-2;
-                                     # from scratch, 100 epochs: 0.87 -> 0.79 mm, D_dyn correlation 0.50 -> 0.54)
+                                     # truth, 40 epochs: 0.80 mm off on the face at 1e-8, 0.42 mm here; from
+                                     # scratch, 100 epochs: 0.89 -> 0.80 mm, D_dyn correlation 0.51 -> 0.55;
+                                     # 1e-2 drifts less but slows the normal targets' pull on D_static)
     w_landmarks: float = 1.0
     w_landmarks_detail: float = 5.0  # stage 2: keeps the landmarks where stage 1 put them (measured: NME
                                      # 0.023 -> 0.013 on 48 frames of WolfgangLanger, normals unchanged)

@@ -119,8 +119,7 @@ def photometric_residual(fitter, idx, maps: dict, light: torch.Tensor):
 
     i = idx.numpy()
     # a camera clips at white: a highlight brighter than 1 is seen as 1, and must not pull the geometry, albedo
-    # or lights toward explaining more than that (started at the synthetic truth, 5 % of the skin pixels are
-    # clipped; unclipped, the fit drifted from 0 to 0.77 mm on the face in 40 epochs)
+    # or lights toward explaining more than that (5 % of the synthetic clip's skin pixels are clipped)
     shaded = (maps["albedo"] * shading(maps.get("shading_normal", maps["normal"]), light)).clamp(max=1.0)
     res = shaded - fitter.images[idx]
     w = torch.as_tensor(fitter.obs.skin[i]) & (maps["rast"][..., 3] > 0) & fitter.valid_t[idx][:, None, None]
