@@ -153,6 +153,28 @@ def test_a_fit_started_at_the_truth_is_the_true_head(body, rgb_clip):
     assert float((err > 2 / 255).float().mean()) < 0.005  # measured 0.0008 (5 % before clipping)
 
 
+def test_fold_penalty_pays_only_for_faces_that_turn_over():
+    """relu(0.5 − cos)² by hand for normals at 0°, 90° and 180° to the reference; on a sphere, growing it
+    (what the silhouette asks of the scalp) is free, pushing a vertex through the surface is not."""
+    from headrep.fitting.losses import fold_penalty
+    from headrep.model import face_normals, icosphere
+
+    ang = torch.tensor([0.0, math.pi / 2, math.pi])
+    n = torch.stack([torch.sin(ang), torch.zeros(3), torch.cos(ang)], -1)[None]
+    ref = torch.tensor([0.0, 0.0, 1.0]).expand(1, 3, 3)
+    assert abs(float(fold_penalty(n, ref)) - (0.0 + 0.25 + 2.25) / 3) < 1e-6
+    v, f = icosphere(2)
+    f = torch.as_tensor(f).long()
+    ref = face_normals(v[None].float(), f)
+    grown = v * (1.0 + 0.3 * (v[:, 2:] > 0))  # a bulge on the upper half, like hair
+    assert float(fold_penalty(face_normals(grown[None].float(), f), ref)) == 0.0
+    dented = v.clone()
+    dented[0] = -0.5 * v[0]  # through the surface: its faces turn over
+    turned = (face_normals(dented[None].float(), f) * ref).sum(-1) < 0
+    assert int(turned.sum()) >= 3  # the faces around it face inward
+    assert float(fold_penalty(face_normals(dented[None].float(), f), ref)) >= int(turned.sum()) * 0.25 / f.shape[0]
+
+
 def _fit(body, clip, terms, **kw):
     track, _, truth, head = clip
     cfg = FitConfig(resolution=160, coarse_steps=300, detail_epochs=20, window=8, terms=terms, **kw)
@@ -175,7 +197,7 @@ def test_silhouette_and_photometric_fit_from_images_only(body, rgb_clip):
     iou = {k: r.stats["detail"]["silhouette_iou"] for k, r in (("sil", r_sil), ("no", r_no))}
     print("scalp error mm", err, "IoU", iou, "photometric L1", r_sil.stats["detail"]["photometric_l1"])
     assert err["sil"] < err["no"]
-    assert iou["sil"] > 0.98 and iou["sil"] > iou["no"]  # measured 0.984 (seeded), 0.916 without it
+    assert iou["sil"] > 0.98 and iou["sil"] > iou["no"]  # measured 0.989 (seeded), 0.916 without it
     assert r_sil.stats["detail"]["photometric_l1"] < 0.02
     # the albedo is the truth's up to a per-channel gain (albedo × light scale is not observable)
     a, ta = f_sil.params.albedo[face], truth.extra["albedo"][face]
@@ -229,7 +251,7 @@ def test_coarse_mesh_targets_leave_the_wrinkles_to_the_image(body, rgb_clip):
         pair = torch.stack([(dyn * n).sum(-1).flatten(), (true * n).sum(-1).flatten()])
         corr[label] = float(torch.corrcoef(pair)[0, 1])
     print("D_dyn correlation with the true wrinkles", corr)
-    assert corr["coarse"] > 0.15 and corr["coarse"] > corr["as detailed"] + 0.15  # measured 0.36 vs 0.00
+    assert corr["coarse"] > 0.15 and corr["coarse"] > corr["as detailed"] + 0.15  # measured 0.37 vs 0.00
 
 
 def test_occluded_frames_are_left_out_and_interpolated(body, rgb_clip):

@@ -67,6 +67,8 @@ class FitConfig:
                                      # (2 -> 30, synthetic hair: the outline's distance to the true surface
                                      # 9.7 -> 5.7 mm, 13.9 without the term; single_face IoU 0.975 -> 0.979,
                                      # NME unchanged; the detail loss keeps w_silhouette, which moves the face)
+    w_fold: float = 10.0             # that stage: faces turned > 60° from the head without offsets pay (the
+                                     # outline's pull had folded WolfgangLanger's hair over itself by her ear)
     silhouette_frames: int = 4       # frames per such step (spread over the clip)
     silhouette_downscale: int = 2    # rendered at R / this (an outline needs no full resolution)
     lr_static_silhouette: float = 5e-3   # Adam step on the smooth parameterisation (see silhouette.SmoothField)

@@ -56,3 +56,10 @@ def offset_laplacian(L: torch.Tensor, offsets_mm: torch.Tensor) -> torch.Tensor:
     flat = d.permute(1, 0, 2).reshape(N, B * C)
     Ld = torch.sparse.mm(L, flat) if L.is_sparse else L @ flat
     return (Ld ** 2).sum() / (L.shape[0] * B)
+
+
+def fold_penalty(normals: torch.Tensor, reference: torch.Tensor, margin: float = 0.5) -> torch.Tensor:
+    """Mean of relu(margin − cos)² between unit face normals [B,F,3] and those of a reference surface: faces
+    that turn by more than acos(margin) (60°) against it — an offset field folding over itself — pay."""
+    cos = (normals * reference).sum(-1)
+    return (torch.relu(margin - cos) ** 2).mean()

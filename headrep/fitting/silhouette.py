@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from headrep.fitting.losses import fold_penalty
 from headrep.io import progress as progress_bar
-from headrep.model import to_camera
+from headrep.model import face_normals, to_camera
 
 
 def silhouette_frames(fitter, k: int) -> torch.Tensor:
@@ -55,6 +56,9 @@ def run_silhouette(fitter, progress: bool = True) -> dict:
     u = torch.zeros_like(P.static).requires_grad_(True)
     opt = torch.optim.Adam([u], lr=c.lr_static_silhouette)
     fixed = {n: v.detach() for n, v in P.view(idx).items()}
+    faces = scene.head.faces_t.long()
+    with torch.no_grad():  # the pose is fixed in this stage: the head without offsets is one surface
+        bare = face_normals(scene.dense(fixed, offsets=False)[0], faces)
     bar = progress_bar(range(c.silhouette_steps), c.silhouette_steps, "silhouette", "step", enabled=progress)
     for _ in bar:
         opt.zero_grad(set_to_none=True)
@@ -64,7 +68,7 @@ def run_silhouette(fitter, progress: bool = True) -> dict:
         sil = (((cover - person) ** 2) * region).sum() / region.sum().clamp_min(1)
         step = Step(fitter, idx, p, verts, pose, fitter.valid_t[idx])
         loss = (c.w_silhouette_stage * sil + c.w_static_mag * term_static_mag(step)
-                + c.w_static_lap * term_static_lap(step))
+                + c.w_static_lap * term_static_lap(step) + c.w_fold * fold_penalty(face_normals(verts, faces), bare))
         loss.backward()
         opt.step()
         value = float(sil.detach())
