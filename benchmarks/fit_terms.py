@@ -173,14 +173,24 @@ def dyn_correlation(f, truth, head) -> float:
     return float(torch.corrcoef(torch.stack([(dyn * n).sum(-1).reshape(-1), (true * n).sum(-1).reshape(-1)]))[0, 1])
 
 
-def aligned_face_error(f, truth, head) -> float:
+def camera_vertices(f):
+    """A fit's posed dense head in camera space, every frame [T,Nd,3]."""
     import torch
 
-    from headrep.fitting.synthetic import face_errors_mm
     from headrep.model import to_camera
 
     with torch.no_grad():
-        v = to_camera(f.dense(torch.arange(truth.dynamic.shape[0]))[0])
+        return to_camera(f.dense(torch.arange(f.scene.T))[0])
+
+
+def aligned_face_error(f, truth, head, verts_cam=None) -> float:
+    """Face error (mm) after per-frame similarity alignment; ``verts_cam``: the fit's camera_vertices, if
+    already computed."""
+    import torch
+
+    from headrep.fitting.synthetic import face_errors_mm
+
+    v = camera_vertices(f) if verts_cam is None else verts_cam
     return face_errors_mm(v, truth.vertices_cam, torch.as_tensor(head.face_mask))["aligned_mm"]
 
 
@@ -217,7 +227,7 @@ def synthetic(args) -> dict:
 
     from headrep.fitting import FitConfig, Fitter
     from headrep.fitting.synthetic import make_clip, similarity_align
-    from headrep.model import BodyModel, to_camera, vertex_normals
+    from headrep.model import BodyModel, vertex_normals
     from headrep.render import sh_basis
 
     body = BodyModel("standin")  # the synthetic ground truth is made with the stand-in
@@ -239,19 +249,16 @@ def synthetic(args) -> dict:
     track, _, truth, head = clip
     face = torch.as_tensor(head.face_mask)
 
-    def camera_vertices(f):
-        with torch.no_grad():
-            return to_camera(f.dense(torch.arange(T))[0])
-
-    def face_and_dyn(f):
-        return aligned_face_error(f, truth, head), dyn_correlation(f, truth, head)
+    def face_and_dyn(f, verts_cam=None):
+        return aligned_face_error(f, truth, head, verts_cam), dyn_correlation(f, truth, head)
 
     res = {}
     f_all, r_all = fit(clip, "landmarks,normals,silhouette,photometric")
     f_nosil, _ = fit(clip, "landmarks,normals,photometric")
     f_plain, _ = fit(plain, "landmarks,normals,silhouette,photometric")
     f_images, _ = fit(clip, "landmarks,silhouette,photometric")
-    res["face_error_mm"], res["dyn_correlation"] = face_and_dyn(f_all)
+    cams = {"with": camera_vertices(f_all), "without": camera_vertices(f_nosil)}  # each computed once
+    res["face_error_mm"], res["dyn_correlation"] = face_and_dyn(f_all, cams["with"])
     res["face_error_mm_images_only"], res["dyn_correlation_images_only"] = face_and_dyn(f_images)
     scalp = (~face) & (truth.static.norm(dim=-1) > 3e-3)
     outline = outline_points(truth, head, scalp, f_all.scene.crop_cameras(torch.arange(T), float(truth.focal)))
@@ -260,7 +267,7 @@ def synthetic(args) -> dict:
         res[f"scalp_error_mm_{k}_silhouette"] = float(e[scalp].mean())
         # the surface itself: each frame's head placed on the truth by the similarity that aligns the faces
         # (D_static alone also differs by whatever the fitted β shape differs), then the scalp's distance
-        v = camera_vertices(f).double()
+        v = cams[k].double()
         tv = truth.vertices_cam.double()
         surf = similarity_align(v[:, face], tv[:, face], apply_to=v)
         d = (surf - tv).norm(dim=-1).mean(0) * 1e3
