@@ -161,18 +161,6 @@ def mediapipe_targets(track):
     return MediaPipeMeshTargets().estimate(track.crops, track.points, track.valid)
 
 
-def dyn_correlation(f, truth, head) -> float:
-    """Correlation of the fitted D_dyn with the truth's, along the true wrinkles' normals, on the face."""
-    import torch
-
-    face = torch.as_tensor(head.face_mask)
-    T = truth.dynamic.shape[0]
-    true = truth.dynamic[:, face]
-    n = true / true.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    dyn = torch.zeros(T, head.num_vertices, 3).index_copy(1, f.face_idx, f.params.dynamic.detach())[:, face]
-    return float(torch.corrcoef(torch.stack([(dyn * n).sum(-1).reshape(-1), (true * n).sum(-1).reshape(-1)]))[0, 1])
-
-
 def camera_vertices(f):
     """A fit's posed dense head in camera space, every frame [T,Nd,3]."""
     import torch
@@ -201,7 +189,7 @@ def from_truth(args) -> list[dict]:
     coarse mesh is not the true surface) and the noise the steps add."""
     from headrep.fitting import FitConfig, Fitter
     from headrep.fitting.detail import run_detail
-    from headrep.fitting.synthetic import make_clip, start_at_truth
+    from headrep.fitting.synthetic import dyn_correlation, make_clip, start_at_truth
     from headrep.model import BodyModel
 
     body = BodyModel("standin")
@@ -217,7 +205,7 @@ def from_truth(args) -> list[dict]:
         start_at_truth(f, truth)
         run_detail(f, progress=False)
         rows.append({"row": label, "epochs": epochs, "face_error_mm": aligned_face_error(f, truth, head),
-                     "dyn_correlation": dyn_correlation(f, truth, head)})
+                     "dyn_correlation": dyn_correlation(f, truth)})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -226,7 +214,7 @@ def synthetic(args) -> dict:
     import torch
 
     from headrep.fitting import FitConfig, Fitter
-    from headrep.fitting.synthetic import make_clip, similarity_align
+    from headrep.fitting.synthetic import dyn_correlation, make_clip, similarity_align
     from headrep.model import BodyModel, vertex_normals
     from headrep.render import sh_basis
 
@@ -250,7 +238,7 @@ def synthetic(args) -> dict:
     face = torch.as_tensor(head.face_mask)
 
     def face_and_dyn(f, verts_cam=None):
-        return aligned_face_error(f, truth, head, verts_cam), dyn_correlation(f, truth, head)
+        return aligned_face_error(f, truth, head, verts_cam), dyn_correlation(f, truth)
 
     res = {}
     f_all, r_all = fit(clip, "landmarks,normals,silhouette,photometric")

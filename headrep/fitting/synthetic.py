@@ -304,6 +304,20 @@ def face_errors_mm(pred_cam: torch.Tensor, truth_cam: torch.Tensor, face_mask) -
 
 
 @torch.no_grad()
+def dyn_correlation(fitter, truth: Truth) -> float:
+    """Correlation of a fit's D_dyn with the truth's, each along the true offsets' direction (the wrinkles'
+    normals: the component an image shows), over the face region and every frame."""
+    head = fitter.scene.head
+    face = torch.as_tensor(head.face_mask)
+    true = truth.dynamic[:, face]
+    n = true / true.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    dyn = torch.zeros(true.shape[0], head.num_vertices, 3).index_copy(1, fitter.scene.face_idx,
+                                                                        fitter.params.dynamic)[:, face]
+    pair = torch.stack([(dyn * n).sum(-1).reshape(-1), (true * n).sum(-1).reshape(-1)])
+    return float(torch.corrcoef(pair)[0, 1])
+
+
+@torch.no_grad()
 def start_at_truth(fitter, truth: Truth) -> None:
     """Set a fitter's unknowns to a synthetic clip's truth (shape, expression, pose, focal, both offset fields,
     and with an RGB clip the albedo and lights): the fitted head then equals ``truth.vertices_cam``. Running the
