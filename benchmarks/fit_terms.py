@@ -22,7 +22,8 @@ with and without the silhouette term (per vertex over the whole scalp, and as th
 outline a frontal video sees to the fitted surface), albedo error (per-channel gain aligned), the share of the wrinkles'
 shading energy that went into the albedo (a second clip without wrinkles, same seed: the albedo difference
 projected on the wrinkles' own shading change, on the face), and the first two again without the landmark-mesh
-targets (images alone).
+targets (images alone) and with the opt-in penalty on D_dyn's smooth part (`w_dyn_low` 3; a row of the real
+videos' table too).
 
     python benchmarks/fit_terms.py --quick        # 48 frames of each video, short fits; synthetic 8 frames
     python benchmarks/fit_terms.py                # whole videos (tens of minutes on 2 cores)
@@ -41,9 +42,12 @@ import time
 
 from tables import load, table  # benchmarks/ is on sys.path when run as a script
 
-ROWS = (("landmarks only", "landmarks"), ("+ MediaPipe normals", "landmarks,normals"),
-        ("+ silhouette", "landmarks,normals,silhouette"),
-        ("+ photometric (all)", "landmarks,normals,silhouette,photometric"))
+ALL = "landmarks,normals,silhouette,photometric"
+#: (label, terms, FitConfig overrides): the default rows, then the opt-in penalty on D_dyn's smooth part
+SMOOTH_DYN = {"w_dyn_low": 3.0}
+ROWS = (("landmarks only", "landmarks", {}), ("+ MediaPipe normals", "landmarks,normals", {}),
+        ("+ silhouette", "landmarks,normals,silhouette", {}), ("+ photometric (all)", ALL, {}),
+        ("all + w_dyn_low 3", ALL, SMOOTH_DYN))
 
 
 def appearance_only(fitter, epochs: int = 6) -> None:
@@ -95,9 +99,9 @@ def real_video(name: str, model: str | None, args) -> list[dict]:
     body = BodyModel(model)
     T = len(track.valid)
     out = []
-    for label, terms in ROWS:
+    for label, terms, over in ROWS:
         t1 = time.perf_counter()
-        f = Fitter(body, track, targets if "normals" in terms else None, FitConfig(terms=terms, **kw),
+        f = Fitter(body, track, targets if "normals" in terms else None, FitConfig(terms=terms, **kw, **over),
                    observations=obs)
         res = f.run(progress=False)
         secs = time.perf_counter() - t1
@@ -198,8 +202,7 @@ def from_truth(args) -> list[dict]:
     epochs = 20 if args.quick else 40
     rows = []
     unregularised = {"w_static_mag": 0.0, "w_static_lap": 0.0}  # D_static's prior pulls the true bumps down
-    for label, terms, over in [(*r, {}) for r in ROWS] + [("all, without D_static's penalties", ROWS[-1][1],
-                                                          unregularised)]:
+    for label, terms, over in ROWS + (("all, without D_static's penalties", ALL, unregularised),):
         cfg = FitConfig(resolution=SYNTHETIC["resolution"], detail_epochs=epochs, window=8, terms=terms, **over)
         f = Fitter(body, track, targets if "normals" in terms else None, cfg, observations=truth.extra["observations"])
         start_at_truth(f, truth)
@@ -227,10 +230,10 @@ def synthetic(args) -> dict:
     # 20, 0.51 after 100, 0.60 after 300)
     epochs = 40 if args.quick else 100
 
-    def fit(c, terms):
+    def fit(c, terms, **over):
         track, _, truth, head = c
         targets = mediapipe_targets(track) if "normals" in terms else None
-        cfg = FitConfig(resolution=kw["resolution"], detail_epochs=epochs, window=8, terms=terms)
+        cfg = FitConfig(resolution=kw["resolution"], detail_epochs=epochs, window=8, terms=terms, **over)
         f = Fitter(body, track, targets, cfg, observations=truth.extra["observations"])
         return f, f.run(progress=False)
 
@@ -241,13 +244,15 @@ def synthetic(args) -> dict:
         return aligned_face_error(f, truth, head, verts_cam), dyn_correlation(f, truth)
 
     res = {}
-    f_all, r_all = fit(clip, "landmarks,normals,silhouette,photometric")
+    f_all, r_all = fit(clip, ALL)
     f_nosil, _ = fit(clip, "landmarks,normals,photometric")
-    f_plain, _ = fit(plain, "landmarks,normals,silhouette,photometric")
+    f_plain, _ = fit(plain, ALL)
     f_images, _ = fit(clip, "landmarks,silhouette,photometric")
+    f_smooth, _ = fit(clip, ALL, **SMOOTH_DYN)
     cams = {"with": camera_vertices(f_all), "without": camera_vertices(f_nosil)}  # each computed once
     res["face_error_mm"], res["dyn_correlation"] = face_and_dyn(f_all, cams["with"])
     res["face_error_mm_images_only"], res["dyn_correlation_images_only"] = face_and_dyn(f_images)
+    res["face_error_mm_w_dyn_low"], res["dyn_correlation_w_dyn_low"] = face_and_dyn(f_smooth)
     scalp = (~face) & (truth.static.norm(dim=-1) > 3e-3)
     outline = outline_points(truth, head, scalp, f_all.scene.crop_cameras(torch.arange(T), float(truth.focal)))
     for k, f in (("with", f_all), ("without", f_nosil)):

@@ -175,6 +175,55 @@ def test_fold_penalty_pays_only_for_faces_that_turn_over():
     assert float(fold_penalty(face_normals(dented[None].float(), f), ref)) >= int(turned.sum()) * 0.25 / f.shape[0]
 
 
+
+def test_low_frequency_penalty_against_a_float64_reference(body):
+    """offset_low_frequency = mean |A^k R D|²: R averages the dense field onto the base model's vertices, A
+    is an averaging step on the base mesh. A constant field passes unchanged over the whole head (|c|² by
+    hand); on the face region the value equals a numpy float64 computation from U and the base faces; a rough
+    field (its sign flips at random between vertices) averages away while a broad bulge keeps its energy."""
+    from headrep.fitting.losses import base_smoother, offset_low_frequency
+    from headrep.model import DenseHead
+    from headrep.model.topology import submesh
+
+    head = DenseHead(body, levels=1)
+    n = head.num_vertices
+    c = torch.tensor([1.0, -2.0, 0.5])
+    R, A = base_smoother(head, torch.arange(n))
+    assert abs(float(offset_low_frequency(R, A, c.expand(2, n, 3), 4)) - 5.25) < 1e-4
+
+    idx = torch.nonzero(torch.as_tensor(head.face_mask))[:, 0]
+    i = idx.numpy()
+    U = head.topology.U_scipy.toarray()
+    base = i[i < U.shape[1]]
+    Rt = U[np.ix_(i, base)].T
+    R_ref = Rt / Rt.sum(1, keepdims=True)
+    faces, _ = submesh(body.faces, body.subset)
+    adj = np.zeros((U.shape[1],) * 2)
+    for a, b in [(0, 1), (1, 2), (2, 0)]:
+        adj[faces[:, a], faces[:, b]] = adj[faces[:, b], faces[:, a]] = 1
+    deg = adj.sum(1, keepdims=True)
+    walk = np.divide(adj, deg, out=np.zeros_like(adj), where=deg > 0)
+    A_ref = 0.5 * (np.eye(len(base)) + walk[np.ix_(base, base)])
+    g = torch.Generator().manual_seed(0)
+    D = torch.randn(3, len(i), 3, generator=g)
+    x = R_ref @ D.double().permute(1, 0, 2).reshape(len(i), -1).numpy()
+    for _ in range(4):
+        x = A_ref @ x
+    want = (x ** 2).sum() / (len(base) * 3)
+    R, A = base_smoother(head, idx)
+    assert abs(float(offset_low_frequency(R, A, D, 4)) - want) < 1e-5 * want
+
+    with torch.no_grad():
+        rest = head(torch.zeros(1, body.num_betas), torch.zeros(1, body.num_expression),
+                    torch.zeros(1, 55, 3)).vertices[0, idx]
+    centre = rest.mean(0)
+    bulge = torch.exp(-((rest - centre) ** 2).sum(-1) / (2 * 0.04 ** 2))[:, None].repeat(1, 3)[None]
+    rough = bulge * torch.sign(torch.randn(len(i), 1, generator=g))
+    rms = lambda f: f / f.pow(2).sum(-1).mean().sqrt()              # both 1 mm rms
+    assert float(offset_low_frequency(R, A, rms(bulge), 4)) > 0.5
+    assert float(offset_low_frequency(R, A, rms(rough), 4)) < 0.05
+
+
 def _fit(body, clip, terms, **kw):
     track, _, truth, head = clip
     cfg = FitConfig(resolution=160, coarse_steps=300, detail_epochs=20, window=8, terms=terms, **kw)

@@ -52,6 +52,13 @@ class FitConfig:
     w_dyn_mag: float = 1e-3          # the minimal-magnitude penalty on D_dyn
     dyn_penalty: str = "l2"          # "l2": mean |d|² (mm²); "l1": mean |d| (mm), sparse in time
     w_dyn_lap: float = 3e-2
+    w_dyn_low: float = 0.0           # the smooth part of D_dyn (what averaging onto the base mesh and
+                                     # dyn_low_iterations steps there leave, mm²): shading barely sees a broad
+                                     # bulge, so on a synthetic clip whose expressions the model makes exactly
+                                     # such D_dyn is noise (at 3: wrinkle correlation 0.55 -> 0.71); on real
+                                     # video it is also expression the model cannot make (WolfgangLanger NME
+                                     # 0.0224 -> 0.0235), hence off by default
+    dyn_low_iterations: int = 4      # base-mesh averaging steps: what spreads wider than ~4 base edges
     w_dyn_smooth: float = 1.0        # D_dyn changes little from one frame to the next (the wrinkles follow
                                      # the expression; per-frame image noise does not): mm² per frame pair
     w_dyn_mean: float = 1e-2         # the window's mean D_dyn is shared geometry: it belongs in D_static

@@ -84,6 +84,11 @@ def term_dyn_lap(s: Step) -> torch.Tensor:
     return losses.offset_laplacian(s.fitter.L_face, 1e3 * s.p["dynamic"])
 
 
+def term_dyn_low(s: Step) -> torch.Tensor:
+    R, A = s.fitter.face_smoother
+    return losses.offset_low_frequency(R, A, 1e3 * s.p["dynamic"], s.cfg.dyn_low_iterations)
+
+
 def term_dyn_smooth(s: Step) -> torch.Tensor:
     return losses.temporal_smoothness(1e3 * s.p["dynamic"])
 
@@ -168,6 +173,7 @@ TERMS = {
     "static_lap": (term_static_lap, "w_static_lap", False, "offsets"),
     "dyn_mag": (term_dyn_mag, "w_dyn_mag", False, "offsets"),
     "dyn_lap": (term_dyn_lap, "w_dyn_lap", False, "offsets"),
+    "dyn_low": (term_dyn_low, "w_dyn_low", False, "offsets"),
     "dyn_smooth": (term_dyn_smooth, "w_dyn_smooth", False, "offsets"),
     "dyn_mean": (term_dyn_mean, "w_dyn_mean", False, "offsets"),
 }

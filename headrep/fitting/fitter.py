@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from headrep.errors import HeadrepError
+from headrep.fitting import losses
 from headrep.fitting.checkpoint import Checkpoints
 from headrep.fitting.coarse import run_coarse
 from headrep.fitting.config import FitConfig
@@ -85,6 +86,7 @@ class Fitter:
         self.static_weight = torch.where(torch.as_tensor(head.face_mask), 1.0, 0.1)
         self.L = uniform_laplacian(head.faces, head.num_vertices, normalized=True).coalesce()
         self.L_face = torch.index_select(self.L, 1, self.scene.face_idx).coalesce()
+        self.face_smoother = losses.base_smoother(head, self.scene.face_idx)
         self.stats: dict = {}
         self.checkpoints = Checkpoints(None, self.cfg.checkpoint_every)
 
