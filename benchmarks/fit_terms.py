@@ -226,8 +226,8 @@ def synthetic(args) -> dict:
     kw = SYNTHETIC
     clip = make_clip(body, **kw)
     plain = make_clip(body, **{**kw, "wrinkle_mm": 0.0})
-    # one detail step per epoch on an 8-frame clip: D_dyn needs ~100 updates to settle (correlation 0.28 after
-    # 20, 0.51 after 100, 0.60 after 300)
+    # one detail step per epoch on an 8-frame clip: D_dyn needs ~100 updates to settle (correlation 0.37 after
+    # 40, 0.55 after 100 and 300)
     epochs = 40 if args.quick else 100
 
     def fit(c, terms, **over):
