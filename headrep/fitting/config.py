@@ -57,7 +57,7 @@ class FitConfig:
                                      # bulge, so on a synthetic clip whose expressions the model makes exactly
                                      # such D_dyn is noise (at 3: wrinkle correlation 0.55 -> 0.71); on real
                                      # video it is also expression the model cannot make (WolfgangLanger NME
-                                     # 0.0224 -> 0.0235), hence off by default
+                                     # 0.0226 -> 0.0235), hence off by default
     dyn_low_iterations: int = 4      # base-mesh averaging steps: what spreads wider than ~4 base edges
     w_dyn_smooth: float = 1.0        # D_dyn changes little from one frame to the next (the wrinkles follow
                                      # the expression; per-frame image noise does not): mm² per frame pair

@@ -6,7 +6,11 @@ Offsets enter the regularisers in millimetres so the weights are O(1) numbers; t
 
 from __future__ import annotations
 
+import numpy as np
+import scipy.sparse as sp
 import torch
+
+from headrep.model import submesh, uniform_laplacian
 
 
 def landmark_loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor,
@@ -72,11 +76,6 @@ def base_smoother(head, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     among them (each over the dense vertices its upsampling weights reach: a low-pass at the dense mesh's
     finest scale), A [m,m] is an averaging step on the base mesh. Both work at the base model's edge length,
     whatever the subdivision level."""
-    import numpy as np
-    import scipy.sparse as sp
-
-    from headrep.model.topology import submesh, uniform_laplacian
-
     U = head.topology.U_scipy                                  # [Nd, Ns] upsampling
     i = idx.numpy()
     base = i[i < U.shape[1]]                                   # base vertices are the first Ns dense ones
