@@ -16,13 +16,13 @@ from __future__ import annotations
 import resource
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from headrep.errors import HeadrepError
-from headrep.fitting import losses
 from headrep.fitting.checkpoint import Checkpoints
 from headrep.fitting.coarse import run_coarse
 from headrep.fitting.config import FitConfig
@@ -33,7 +33,7 @@ from headrep.fitting.init import init_rigid_pnp, init_static_offsets
 from headrep.fitting.params import FitParams
 from headrep.fitting.scene import Scene
 from headrep.fitting.silhouette import run_silhouette
-from headrep.model import BodyModel, DenseHead, uniform_laplacian
+from headrep.model import BodyModel, DenseHead, base_smoother, uniform_laplacian
 
 
 @dataclass
@@ -86,7 +86,6 @@ class Fitter:
         self.static_weight = torch.where(torch.as_tensor(head.face_mask), 1.0, 0.1)
         self.L = uniform_laplacian(head.faces, head.num_vertices, normalized=True).coalesce()
         self.L_face = torch.index_select(self.L, 1, self.scene.face_idx).coalesce()
-        self.face_smoother = losses.base_smoother(head, self.scene.face_idx)
         self.stats: dict = {}
         self.checkpoints = Checkpoints(None, self.cfg.checkpoint_every)
 
@@ -96,6 +95,11 @@ class Fitter:
         have = {"landmarks": True, "normals": self.targets is not None, "silhouette": self.obs is not None,
                 "photometric": self.obs is not None}
         return [t for t in self.cfg.term_list() if have[t]]
+
+    @cached_property
+    def face_smoother(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R, A) of base_smoother on the face rows: built when w_dyn_low first asks for D_dyn's smooth part."""
+        return base_smoother(self.head.topology, self.head.base_faces, self.scene.face_idx.numpy())
 
     # conveniences for callers that look inside a fit (tests, notebooks)
     @property

@@ -6,11 +6,7 @@ Offsets enter the regularisers in millimetres so the weights are O(1) numbers; t
 
 from __future__ import annotations
 
-import numpy as np
-import scipy.sparse as sp
 import torch
-
-from headrep.model import submesh, uniform_laplacian
 
 
 def landmark_loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor,
@@ -62,37 +58,10 @@ def offset_laplacian(L: torch.Tensor, offsets_mm: torch.Tensor) -> torch.Tensor:
     return (Ld ** 2).sum() / (L.shape[0] * B)
 
 
-def averaging_operator(L: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Sparse [n,n] step x -> (x + mean of the neighbours)/2 on the vertices ``idx`` of a mesh whose
-    random-walk Laplacian (I − D⁻¹A) is L; neighbours outside ``idx`` count as 0 (a field that is 0 there)."""
-    L_sub = torch.index_select(torch.index_select(L.coalesce(), 0, idx), 1, idx).coalesce()
-    eye = torch.sparse_coo_tensor(torch.arange(len(idx)).repeat(2, 1), torch.ones(len(idx)), L_sub.shape,
-                                  check_invariants=True)
-    return (eye - 0.5 * L_sub).coalesce()
-
-
-def base_smoother(head, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(R, A) for a field on the dense vertices ``idx``: R [m,n] averages it onto the m base-model vertices
-    among them (each over the dense vertices its upsampling weights reach: a low-pass at the dense mesh's
-    finest scale), A [m,m] is an averaging step on the base mesh. Both work at the base model's edge length,
-    whatever the subdivision level."""
-    U = head.topology.U_scipy                                  # [Nd, Ns] upsampling
-    i = idx.numpy()
-    base = i[i < U.shape[1]]                                   # base vertices are the first Ns dense ones
-    Rt = sp.csr_matrix(U[i][:, base].T)                       # [m, n]
-    R = sp.diags(1.0 / np.maximum(np.asarray(Rt.sum(1)).ravel(), 1e-12)) @ Rt
-    faces, _ = submesh(head.body.faces, head.subset)
-    L = uniform_laplacian(faces, U.shape[1], normalized=True)
-    R = R.tocoo()
-    R = torch.sparse_coo_tensor(torch.as_tensor(np.stack([R.row, R.col]), dtype=torch.long),
-                                torch.as_tensor(R.data, dtype=torch.float32), R.shape, check_invariants=True)
-    return R, averaging_operator(L, torch.as_tensor(base))
-
-
 def offset_low_frequency(R: torch.Tensor, A: torch.Tensor, offsets_mm: torch.Tensor,
                          iterations: int) -> torch.Tensor:
     """Mean squared norm (mm²) of what is left of offsets [B,n,3] after R and ``iterations`` steps of A (see
-    base_smoother): the smooth part of a field. A wrinkle a few vertices across averages away; a broad bulge
+    headrep.model.base_smoother): the smooth part of a field. A wrinkle a few vertices across averages away; a broad bulge
     stays and pays."""
     B, n, C = offsets_mm.shape
     x = torch.sparse.mm(R, offsets_mm.permute(1, 0, 2).reshape(n, B * C))

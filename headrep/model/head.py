@@ -47,8 +47,8 @@ class DenseHead(torch.nn.Module):
         self.body = body
         self.levels = levels
         self.subset = body.subset
-        sub_faces, _ = submesh(body.faces, self.subset)
-        self.topology: DenseTopology = build_dense_topology(sub_faces, len(self.subset), levels)
+        self.base_faces, _ = submesh(body.faces, self.subset)   # the base mesh on S, which U subdivides
+        self.topology: DenseTopology = build_dense_topology(self.base_faces, len(self.subset), levels)
         self.faces = self.topology.faces
         W_S = body.smplx.lbs_weights.detach()[torch.as_tensor(self.subset)]
         self.register_buffer("weights", self.topology.dense_weights(W_S).to(body.dtype))

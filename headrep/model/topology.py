@@ -598,6 +598,10 @@ def uniform_laplacian(
     ``normalized=True``: ``L = I − D⁻¹A`` (random-walk; not symmetric, ``(L·x)_i = x_i − mean_{j~i} x_j``,
     still ``L·1 = 0``). Isolated vertices get an all-zero row in both cases.
     """
+    return _torch_sparse(_uniform_laplacian_scipy(faces, num_verts, normalized), dtype, device, layout)
+
+
+def _uniform_laplacian_scipy(faces: ArrayLike, num_verts: int, normalized: bool) -> sp.csr_matrix:
     n = int(num_verts)
     e = unique_edges(_as_faces(faces, n))
     L = _laplacian_from_edge_weights(e, np.ones(len(e)), n)
@@ -606,7 +610,24 @@ def uniform_laplacian(
         inv = np.zeros(n)
         inv[deg > 0] = 1.0 / deg[deg > 0]
         L = (sp.diags(inv) @ L).tocsr()
-    return _torch_sparse(L, dtype, device, layout)
+    return L
+
+
+def base_smoother(topology: DenseTopology, base_faces: ArrayLike, idx: ArrayLike,
+                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two torch sparse operators for a field on the dense vertices ``idx`` (a low-pass at the base model's
+    edge length, whatever the subdivision level): R ``[m, n]`` averages the field onto the m base vertices
+    among ``idx`` (the first ``num_coarse`` dense vertices), each over the dense vertices its upsampling
+    weights reach; A ``[m, m]`` is one step ``x -> (x + mean of the base-mesh neighbours) / 2``, neighbours
+    outside ``idx`` counting as 0 (a field that is 0 there). ``base_faces``: the base mesh U subdivides."""
+    i = np.asarray(idx, dtype=np.int64)
+    U = topology.U_scipy
+    base = i[i < topology.num_coarse]
+    Rt = sp.csr_matrix(U[i][:, base].T)
+    R = sp.diags(1.0 / np.maximum(np.asarray(Rt.sum(1)).ravel(), 1e-12)) @ Rt
+    L = _uniform_laplacian_scipy(base_faces, topology.num_coarse, normalized=True)[base][:, base]
+    A = sp.identity(len(base)) - 0.5 * L
+    return _torch_sparse(R, dtype, "cpu", torch.sparse_coo), _torch_sparse(A, dtype, "cpu", torch.sparse_coo)
 
 
 def cotangent_weights(
