@@ -61,8 +61,8 @@ def offset_laplacian(L: torch.Tensor, offsets_mm: torch.Tensor) -> torch.Tensor:
 def offset_low_frequency(R: torch.Tensor, A: torch.Tensor, offsets_mm: torch.Tensor,
                          iterations: int) -> torch.Tensor:
     """Mean squared norm (mm²) of what is left of offsets [B,n,3] after R and ``iterations`` steps of A (see
-    headrep.model.base_smoother): the smooth part of a field. A wrinkle a few vertices across averages away; a broad bulge
-    stays and pays."""
+    headrep.model.base_smoother): the smooth part of a field. A wrinkle a few vertices across averages away; a
+    broad bulge stays and pays."""
     B, n, C = offsets_mm.shape
     x = torch.sparse.mm(R, offsets_mm.permute(1, 0, 2).reshape(n, B * C))
     for _ in range(iterations):

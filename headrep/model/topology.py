@@ -578,9 +578,7 @@ def _laplacian_from_edge_weights(
 def graph_laplacian(faces: ArrayLike, num_verts: int) -> "sp.csr_matrix":
     """The combinatorial Laplacian ``L = D − A`` of the mesh edges as a SciPy CSR matrix (float64, symmetric
     PSD): for sparse solvers; :func:`uniform_laplacian` gives the same as a torch sparse tensor."""
-    n = int(num_verts)
-    e = unique_edges(_as_faces(faces, n))
-    return _laplacian_from_edge_weights(e, np.ones(len(e)), n).tocsr()
+    return _uniform_laplacian_scipy(faces, num_verts, normalized=False)
 
 
 def uniform_laplacian(
