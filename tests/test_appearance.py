@@ -153,6 +153,72 @@ def test_a_fit_started_at_the_truth_is_the_true_head(body, rgb_clip):
     assert float((err > 2 / 255).float().mean()) < 0.005  # measured 0.0008 (5 % before clipping)
 
 
+def test_face_error_by_part_puts_a_wrong_identity_in_the_identity_part(body, rgb_clip):
+    """At the truth every part reads 0 mm. With β and D_static moved off it, the error is the identity's: the
+    true identity takes it back to 0, the true expression leaves it whole; and the other way round."""
+    from headrep.fitting.synthetic import face_error_by_part, start_at_truth
+
+    track, _, truth, _ = rgb_clip
+    f = Fitter(body, track, None, FitConfig(resolution=160, terms="landmarks"),
+               observations=truth.extra["observations"])
+    start_at_truth(f, truth)
+    assert max(face_error_by_part(f, truth).values()) < 1e-3  # mm (float32 model)
+    g = torch.Generator().manual_seed(0)
+    f.params.betas = f.params.betas + 0.5 * torch.randn(f.params.betas.shape, generator=g)
+    f.params.static = f.params.static + 1e-3 * torch.randn(f.params.static.shape, generator=g)
+    e = face_error_by_part(f, truth)
+    assert e["fit"] > 0.3 and e["identity"] < 1e-3 and e["expression"] == pytest.approx(e["fit"])
+    start_at_truth(f, truth)
+    f.params.expression = f.params.expression + torch.randn(f.params.expression.shape, generator=g)
+    e = face_error_by_part(f, truth)
+    assert e["fit"] > 0.3 and e["expression"] < 1e-3 and e["identity"] == pytest.approx(e["fit"])
+
+
+def test_per_frame_silhouette_counts_match_a_shifted_mask(body, rgb_clip):
+    """evaluate(per_frame=True): at the truth each frame's coverage is its person mask (IoU 1); with the head
+    moved sideways by 4 crop pixels' worth each frame's IoU is the mask's own against the mask rolled by 4
+    pixels (numpy, over the same rows), and the pooled IoU is the counts' ratio."""
+    from headrep.fitting.evaluate import evaluate, head_region
+    from headrep.fitting.synthetic import start_at_truth
+
+    track, _, truth, _ = rgb_clip
+    obs = truth.extra["observations"]
+    f = Fitter(body, track, None, FitConfig(resolution=160, terms="landmarks,silhouette"), observations=obs)
+    start_at_truth(f, truth)
+    m = evaluate(f, per_frame=True)
+    c = m["silhouette_counts"]
+    assert (c[:, 1] > 1000).all() and (c[:, 0] / c[:, 1]).min() > 0.995
+    T, R = len(c), f.scene.R
+    # 4 px in each crop: X = 4 · Z / f_crop (the head's depth Z, the crop's focal f · R / side)
+    z = -float(f.params.tau[:, 2].mean() + f.scene.pivot[2])
+    side = torch.as_tensor(track.boxes[:, 2], dtype=torch.float32)
+    f.params.tau[:, 0] += 4 * z / (float(truth.focal) * R / side)
+    m = evaluate(f, per_frame=True)
+    c = m["silhouette_counts"]
+    assert m["silhouette_iou"] == pytest.approx(c[:, 0].sum() / c[:, 1].sum())
+    person = np.asarray(obs.person) > 0.5
+    region = head_region(obs, track, np.arange(T), R)
+    moved = np.roll(person, 4, axis=2)
+    ref = ((person & moved & region).sum((1, 2)) / ((person | moved) & region).sum((1, 2)))
+    # the depth varies over the head, so not quite a pure shift: measured 0.004 at most (IoU 0.87)
+    assert np.abs(c[:, 0] / c[:, 1] - ref).max() < 0.01
+    assert ref.max() < 0.97
+
+
+def test_head_roll_is_the_eye_line_angle():
+    from types import SimpleNamespace
+
+    from headrep.fitting.evaluate import head_roll_deg
+
+    pts = np.zeros((3, 478, 3))
+    for t, deg in enumerate((0.0, 12.0, -30.0)):
+        pts[t, 33, :2] = (40.0, 60.0)
+        pts[t, 263, :2] = (40.0 + 50 * np.cos(np.radians(deg)), 60.0 + 50 * np.sin(np.radians(deg)))
+    pts[2, 263] = np.nan
+    roll = head_roll_deg(SimpleNamespace(points=pts))
+    assert roll[:2] == pytest.approx([0.0, 12.0]) and np.isnan(roll[2])
+
+
 def test_fold_penalty_pays_only_for_faces_that_turn_over():
     """relu(0.5 − cos)² by hand for normals at 0°, 90° and 180° to the reference; on a sphere, growing it
     (what the silhouette asks of the scalp) is free, pushing a vertex through the surface is not."""

@@ -19,18 +19,28 @@ def head_region(obs, track, idx: np.ndarray, R: int) -> np.ndarray:
     return rows & ~np.asarray(obs.occluded[idx])
 
 
+def head_roll_deg(track) -> np.ndarray:
+    """[T] each frame's head roll in its crop (degrees): the slope of the line through the outer eye corners
+    (MediaPipe points 33 and 263); NaN where no face was found."""
+    p = np.asarray(track.points, dtype=np.float64)
+    d = p[:, 263, :2] - p[:, 33, :2]
+    return np.degrees(np.arctan2(d[:, 1], d[:, 0]))
+
+
 @torch.no_grad()
-def evaluate(fitter, offsets: bool = True, batch: int = 16) -> dict:
+def evaluate(fitter, offsets: bool = True, batch: int = 16, per_frame: bool = False) -> dict:
     """Over the valid frames: NME (landmarks / inter-ocular distance); with dense targets the normal angular
     error (degrees) and scale-shift-invariant depth error on the target mask; with observations the
     head-region silhouette IoU (person mask > 0.5 vs coverage > 0.5 above the chin) and, with the photometric
-    term, the mean L1 colour error over visible skin (0-1 units)."""
+    term, the mean L1 colour error over visible skin (0-1 units). ``per_frame``: also "silhouette_counts", each
+    frame's (intersection, union) pixel counts [T,2] (zero where the IoU does not count the frame)."""
     from headrep.fitting.detail import photometric_residual, render_step
     from headrep.fitting.targets import angular_normal_error, scale_shift_invariant_depth_error
 
     scene, P, tg, obs = fitter.scene, fitter.params, fitter.targets, fitter.obs
-    sums = {"nme": 0.0, "ang": 0.0, "dep": 0.0, "inter": 0.0, "union": 0.0, "pho": 0.0, "pho_n": 0.0}
+    sums = {"nme": 0.0, "ang": 0.0, "dep": 0.0, "pho": 0.0, "pho_n": 0.0}
     n_frames = 0
+    counts = np.zeros((scene.T, 2))
     for s in range(0, scene.T, batch):
         idx = torch.arange(s, min(s + batch, scene.T))
         valid = fitter.valid_t[idx]
@@ -56,17 +66,21 @@ def evaluate(fitter, offsets: bool = True, batch: int = 16) -> dict:
                 pos = np.searchsorted(i, keep)
                 person = np.asarray(obs.person[keep]) > 0.5
                 cover = maps["mask"][pos].numpy() > 0.5
-                sums["inter"] += float((person & cover & region).sum())
-                sums["union"] += float(((person | cover) & region).sum())
+                counts[keep, 0] = (person & cover & region).sum((1, 2))
+                counts[keep, 1] = ((person | cover) & region).sum((1, 2))
             if "photometric" in fitter.terms and fitter.appearance_ready:  # albedo and lights fitted
                 _, res, w = photometric_residual(fitter, idx, maps, p["light"])
                 sums["pho"] += float((res.abs().mean(-1) * w).sum())
                 sums["pho_n"] += float(w.sum())
         n_frames += int(valid.sum())
     nan = float("nan")
-    return {"landmark_nme": sums["nme"] / n_frames,
-            "normal_deg": sums["ang"] / n_frames if tg is not None else nan,
-            "depth_ssi": sums["dep"] / n_frames if tg is not None and getattr(tg, "has_depth", True) else nan,
-            "silhouette_iou": sums["inter"] / sums["union"] if sums["union"] else nan,
-            "photometric_l1": sums["pho"] / sums["pho_n"] if sums["pho_n"] else nan,
-            "frames": n_frames}
+    inter, union = counts.sum(0)
+    out = {"landmark_nme": sums["nme"] / n_frames,
+           "normal_deg": sums["ang"] / n_frames if tg is not None else nan,
+           "depth_ssi": sums["dep"] / n_frames if tg is not None and getattr(tg, "has_depth", True) else nan,
+           "silhouette_iou": float(inter / union) if union else nan,
+           "photometric_l1": sums["pho"] / sums["pho_n"] if sums["pho_n"] else nan,
+           "frames": n_frames}
+    if per_frame:
+        out["silhouette_counts"] = counts
+    return out

@@ -318,6 +318,38 @@ def dyn_correlation(fitter, truth: Truth) -> float:
 
 
 @torch.no_grad()
+def face_error_by_part(fitter, truth: Truth) -> dict:
+    """Where a fit's face error lives: the face error (mm, per-frame similarity alignment) of the fitted head
+    posed by its jaw alone (the head's rigid pose drops out in the alignment), then again with one part of the
+    fit replaced by the truth's: "identity" (β and D_static) or "expression" (ψ, jaw and D_dyn). What a
+    replacement removes is that part's share."""
+    from headrep.model import J_JAW
+
+    sc, P = fitter.scene, fitter.params
+    head, T = sc.head, truth.dynamic.shape[0]
+    fit = {"betas": P.betas[None], "static": P.static * sc.surface, "expression": P.expression, "jaw": P.jaw,
+           "dynamic": torch.zeros(T, head.num_vertices, 3).index_copy(1, sc.face_idx, P.dynamic)}
+    true = {"betas": truth.betas.reshape(1, -1).float(), "static": truth.static.float(),
+            "expression": truth.expression.float(), "jaw": truth.pose[:, J_JAW].float(),
+            "dynamic": truth.dynamic.float()}
+    face = torch.as_tensor(head.face_mask)
+
+    def posed(q):
+        pose = torch.zeros(T, truth.pose.shape[1], 3)
+        pose[:, J_JAW] = q["jaw"]
+        return head(q["betas"], q["expression"], pose, static_offsets=q["static"],
+                    dynamic_offsets=q["dynamic"]).vertices[:, face].double()
+
+    target = posed(true)
+    parts = {"fit": (), "identity": ("betas", "static"), "expression": ("expression", "jaw", "dynamic")}
+    out = {}
+    for name, keys in parts.items():
+        v = posed({k: true[k] if k in keys else fit[k] for k in fit})
+        out[name] = float((similarity_align(v, target) - target).norm(dim=-1).mean() * 1e3)
+    return out
+
+
+@torch.no_grad()
 def start_at_truth(fitter, truth: Truth) -> None:
     """Set a fitter's unknowns to a synthetic clip's truth (shape, expression, pose, focal, both offset fields,
     and with an RGB clip the albedo and lights): the fitted head then equals ``truth.vertices_cam``. Running the
