@@ -28,7 +28,7 @@ alone, then with the identity (β, D_static) or the expression (ψ, jaw, D_dyn) 
 
 The real videos' head IoU is also split by head roll: frames whose eye line turns more than TILT_DEG from the
 clip's median ("tilted") against the rest ("level"). Long hair hangs while the head tilts, and the static hair
-(D_static) turns with the head, so the tilted frames' outline is the representation's limit, not the fit's.
+(D_static) turns with the head: on the tilted frames the outline meets a limit of the representation.
 
     python benchmarks/fit_terms.py --quick        # 48 frames of each video, short fits; synthetic 8 frames
     python benchmarks/fit_terms.py                # whole videos (tens of minutes on 2 cores)

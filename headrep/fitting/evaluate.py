@@ -20,7 +20,7 @@ def head_region(obs, track, idx: np.ndarray, R: int) -> np.ndarray:
 
 
 def head_roll_deg(track) -> np.ndarray:
-    """[T] each frame's head roll in its crop (degrees): the slope of the line through the outer eye corners
+    """[T] each frame's head roll in its crop (degrees): the angle of the line through the outer eye corners
     (MediaPipe points 33 and 263); NaN where no face was found."""
     p = np.asarray(track.points, dtype=np.float64)
     d = p[:, 263, :2] - p[:, 33, :2]
