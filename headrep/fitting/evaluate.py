@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from headrep.fitting import losses
+from headrep.model import MP_EYE_OUTER
 
 
 def head_region(obs, track, idx: np.ndarray, R: int) -> np.ndarray:
@@ -21,9 +22,9 @@ def head_region(obs, track, idx: np.ndarray, R: int) -> np.ndarray:
 
 def head_roll_deg(track) -> np.ndarray:
     """[T] each frame's head roll in its crop (degrees): the angle of the line through the outer eye corners
-    (MediaPipe points 33 and 263); NaN where no face was found."""
+    (MP_EYE_OUTER, the points the NME's inter-ocular distance uses); NaN where no face was found."""
     p = np.asarray(track.points, dtype=np.float64)
-    d = p[:, 263, :2] - p[:, 33, :2]
+    d = p[:, MP_EYE_OUTER[1], :2] - p[:, MP_EYE_OUTER[0], :2]
     return np.degrees(np.arctan2(d[:, 1], d[:, 0]))
 
 
