@@ -174,6 +174,50 @@ def test_face_error_by_part_puts_a_wrong_identity_in_the_identity_part(body, rgb
     assert e["fit"] > 0.3 and e["expression"] < 1e-3 and e["identity"] == pytest.approx(e["fit"])
 
 
+def test_landmark_depth_loss_by_hand():
+    """Each frame's mean over its detected points is removed from both sides; NaN targets are skipped."""
+    from headrep.fitting.losses import landmark_depth_loss
+
+    pred = torch.tensor([[0.0, 1.0, 2.0]])
+    one, valid = torch.ones(3), torch.ones(1, dtype=torch.bool)
+    # pred - 1 = (-1, 0, 1), target - 6 = (-1, -1, 2): residual (0, 1, -1) / 2 -> mean of squares 1/6
+    target = torch.tensor([[5.0, 5.0, 8.0]])
+    assert float(landmark_depth_loss(pred, target, torch.tensor([2.0]), one, valid)) == pytest.approx(1 / 6)
+    assert float(landmark_depth_loss(pred, target + 40, torch.tensor([2.0]), one, valid)) == pytest.approx(1 / 6)
+    # the third point undetected: (-0.5, 0.5) against (0, 0), / 2 -> 1/16
+    target = torch.tensor([[5.0, 5.0, float("nan")]])
+    assert float(landmark_depth_loss(pred, target, torch.tensor([2.0]), one, valid)) == pytest.approx(1 / 16)
+    assert float(landmark_depth_loss(pred, target, torch.tensor([2.0]), one, ~valid)) == 0.0
+
+
+def test_landmark_depth_is_the_detectors_z_at_the_truth(body, rgb_clip):
+    """The synthetic clip writes each landmark's z as MediaPipe does (relative depth in crop pixels, from its own
+    cameras); the fitter's Scene.depth of the true head's landmarks reads the same in frame pixels, so the depth
+    term is ~0 at the truth and not once the shape is wrong."""
+    from headrep.fitting.coarse import landmark_terms
+    from headrep.fitting.losses import landmark_depth_loss
+    from headrep.fitting.synthetic import start_at_truth
+
+    track, _, truth, _ = rgb_clip
+    f = Fitter(body, track, None, FitConfig(resolution=160, terms="landmarks", w_landmarks_depth=1.0))
+    start_at_truth(f, truth)
+    sc, idx = f.scene, torch.arange(track.points.shape[0])
+
+    def depth_loss():
+        with torch.no_grad():
+            p = f.params.view(idx)
+            verts, pose = sc.dense(p)
+            pts = sc.dense_landmarks(verts, pose, p["focal"], points=True)
+            z = landmark_depth_loss(sc.depth(pts, p["focal"]), sc.det_depth, sc.iod, sc.lmk.weights, f.valid_t)
+            return float(z), float(landmark_terms(f.cfg, sc, pts, p["focal"], idx, f.valid_t))
+
+    at_truth, total = depth_loss()
+    assert at_truth < 1e-8  # (inter-ocular distances)²; the 2D loss too
+    assert total < 1e-6
+    f.params.betas = f.params.betas + 0.5 * torch.randn(f.params.betas.shape, generator=torch.Generator().manual_seed(0))
+    assert depth_loss()[0] > 1e-4
+
+
 def test_per_frame_silhouette_counts_match_a_shifted_mask(body, rgb_clip):
     """evaluate(per_frame=True): at the truth each frame's coverage is its person mask (IoU 1); with the head
     moved sideways by 4 crop pixels' worth each frame's IoU is the mask's own against the mask rolled by 4

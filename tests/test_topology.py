@@ -459,6 +459,30 @@ def test_uniform_laplacian_grid_valence_and_isolated():
     assert np.isfinite(Ln).all()
 
 
+def test_uniform_laplacian_regions_leave_a_step_free():
+    """With two regions and ``across`` 0 each row averages over its own region's neighbours only: a field that is
+    constant on each region (a step at the border) has L·x = 0; ``across`` 1 is the plain Laplacian, and a
+    value in between weighs the crossing edges by hand."""
+    v, f = grid(3, 4)  # 12 vertices; columns 0-1 one region, columns 2-3 the other
+    lab = (np.arange(12) % 4 >= 2).astype(int)
+    step = torch.as_tensor(lab, dtype=torch.float64)[:, None] * 7.0
+    L0 = uniform_laplacian(f, 12, dtype=torch.float64, normalized=True, regions=lab, across=0.0).to_dense()
+    assert float((L0 @ step).abs().max()) < 1e-12
+    L1 = uniform_laplacian(f, 12, dtype=torch.float64, normalized=True, regions=lab, across=1.0).to_dense()
+    torch.testing.assert_close(L1, uniform_laplacian(f, 12, dtype=torch.float64, normalized=True).to_dense())
+    assert float((L1 @ step).abs().max()) > 1.0
+    # vertex 5 (row 1, column 1): neighbours 1, 4, 6, 9 and the diagonals 0 (cell a-c) and 10; 6 and 10 lie
+    # across the border, so with across 0.5: x_5 - (x_0 + x_1 + x_4 + x_9 + 0.5 x_6 + 0.5 x_10) / 5
+    nb = set(vertex_neighbours(f, 12)[5].tolist())
+    assert nb == {0, 1, 4, 6, 9, 10}
+    x = torch.arange(12, dtype=torch.float64)[:, None] ** 2
+    Lh = uniform_laplacian(f, 12, dtype=torch.float64, normalized=True, regions=lab, across=0.5).to_dense()
+    ref = x[5] - (x[0] + x[1] + x[4] + x[9] + 0.5 * x[6] + 0.5 * x[10]) / 5
+    torch.testing.assert_close((Lh @ x)[5], ref)
+    with pytest.raises(ValueError, match="labels"):
+        uniform_laplacian(f, 12, regions=lab[:5])
+
+
 def test_laplacian_penalty():
     v, f = icosahedron()
     t = build_dense_topology(f, 12, 1)

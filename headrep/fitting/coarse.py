@@ -24,6 +24,18 @@ def smoothness(cfg, p: dict) -> torch.Tensor:
                               (("rot", 1.0), ("tau", 100.0), ("neck", 1.0), ("jaw", 1.0), ("expression", 0.01)))
 
 
+def landmark_terms(cfg, scene, pts: torch.Tensor, focal: torch.Tensor, idx: torch.Tensor,
+                   valid: torch.Tensor) -> torch.Tensor:
+    """The landmark loss of frames ``idx`` from model-space landmarks [B,L,3]: the 2D error plus
+    ``w_landmarks_depth`` × the relative-depth error against the detector's z."""
+    loss = losses.landmark_loss(scene.project(pts, focal), scene.det_full[idx], scene.iod[idx], scene.lmk.weights,
+                                valid)
+    if cfg.w_landmarks_depth:
+        loss = loss + cfg.w_landmarks_depth * losses.landmark_depth_loss(
+            scene.depth(pts, focal), scene.det_depth[idx], scene.iod[idx], scene.lmk.weights, valid)
+    return loss
+
+
 def run_coarse(fitter, progress: bool = True, start_step: int = 0, checkpoint: dict | None = None) -> None:
     """Adam over all frames at once on the landmark loss; invalid frames are interpolated at the end."""
     c, P, scene = fitter.cfg, fitter.params, fitter.scene
@@ -40,9 +52,8 @@ def run_coarse(fitter, progress: bool = True, start_step: int = 0, checkpoint: d
     for step in bar:
         opt.zero_grad(set_to_none=True)
         p = P.view(idx)
-        lmk = scene.project(scene.coarse_landmarks(p), p["focal"])
-        l_lmk = c.w_landmarks * losses.landmark_loss(lmk, scene.det_full, scene.iod, scene.lmk.weights,
-                                                     fitter.valid_t)
+        l_lmk = c.w_landmarks * landmark_terms(c, scene, scene.coarse_landmarks(p), p["focal"], idx,
+                                               fitter.valid_t)
         loss = l_lmk + priors(c, p) + smoothness(c, p)
         loss.backward()
         opt.step()

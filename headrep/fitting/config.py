@@ -39,16 +39,28 @@ class FitConfig:
     w_landmarks: float = 1.0
     w_landmarks_detail: float = 5.0  # stage 2: keeps the landmarks where stage 1 put them (measured: NME
                                      # 0.023 -> 0.013 on 48 frames of WolfgangLanger, normals unchanged)
+    w_landmarks_depth: float = 1.0   # the detector's relative depth (MediaPipe's z, the same numbers its mesh
+                                     # targets are made of) beside the 2D points: 2D points from near-frontal
+                                     # views leave the face's depth, hence β, to the prior (synthetic: β half
+                                     # its true size, face error 0.80 -> 0.52 mm with w_beta and w_static_mag
+                                     # below; WolfgangLanger NME 0.0226 -> 0.0183). MediaPipe's z agrees with a
+                                     # landmark-only fit's depth at scale 0.91-1.03, correlation 0.96-0.99
     contour_weight: float = 0.3      # iBUG jaw contour points slide with the view: down-weighted
-    w_beta: float = 1e-4
+    w_beta: float = 1e-5             # with the landmarks' depth β is seen; 1e-4 held it at 0.73 of its true
+                                     # size (synthetic face error 0.63 mm)
     w_expression: float = 2e-5
     w_jaw: float = 1e-3
     w_neck: float = 1e-2
     w_smooth: float = 2e-2
     w_normal: float = 0.3
     w_depth: float = 0.3
-    w_static_mag: float = 1e-4       # per mm², face vertices (outside the face ×0.1)
+    w_static_mag: float = 1e-3       # per mm², face vertices (outside the face ×0.1); with the seen β the
+                                     # face's D_static has less to make up (1e-4: synthetic face error 0.54 mm)
     w_static_lap: float = 3e-2
+    static_lap_across: float = 0.0   # weight of D_static's Laplacian edges across the face border: 1 made one
+                                     # smooth field of the skin and the hair beside it, and the hair's
+                                     # centimetres bent the face's border outward (synthetic: face error
+                                     # 0.55 -> 0.52 mm, from the truth with the face's D_static zeroed 0.66 -> 0.38)
     w_dyn_mag: float = 1e-3          # the minimal-magnitude penalty on D_dyn
     dyn_penalty: str = "l2"          # "l2": mean |d|² (mm²); "l1": mean |d| (mm), sparse in time
     w_dyn_lap: float = 3e-2

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from headrep.fitting import losses
-from headrep.fitting.coarse import priors, smoothness
+from headrep.fitting.coarse import landmark_terms, priors, smoothness
 from headrep.fitting.params import RowAdam
 from headrep.io import progress as progress_bar
 from headrep.model import to_camera
@@ -62,8 +62,8 @@ def term_depth(s: Step) -> torch.Tensor:
 
 def term_landmarks_detail(s: Step) -> torch.Tensor:
     sc = s.fitter.scene
-    lmk = sc.dense_landmarks(s.verts, s.pose, s.p["focal"])
-    return losses.landmark_loss(lmk, sc.det_full[s.idx], sc.iod[s.idx], sc.lmk.weights, s.valid)
+    return landmark_terms(s.cfg, sc, sc.dense_landmarks(s.verts, s.pose, s.p["focal"], points=True), s.p["focal"],
+                          s.idx, s.valid)
 
 
 # --- offset regularisers (offsets in mm so the weights are O(1) numbers) ----------------------------------
@@ -72,7 +72,7 @@ def term_static_mag(s: Step) -> torch.Tensor:
 
 
 def term_static_lap(s: Step) -> torch.Tensor:
-    return losses.offset_laplacian(s.fitter.L, 1e3 * s.p["static"])
+    return losses.offset_laplacian(s.fitter.L_static, 1e3 * s.p["static"])
 
 
 def term_dyn_mag(s: Step) -> torch.Tensor:

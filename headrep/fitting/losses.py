@@ -21,6 +21,21 @@ def landmark_loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor,
     return (w * (r ** 2).sum(-1)).sum() / w.sum().clamp_min(1.0)
 
 
+def landmark_depth_loss(pred_z: torch.Tensor, target_z: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor,
+                        valid: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the landmarks' relative depth (each frame's mean over its detected points
+    removed: a monocular detector knows depth up to a shift), in inter-ocular distances.
+
+    pred_z, target_z [B,L] pixels (target NaN where not detected); scale [B] pixels; weights [L]; valid [B].
+    """
+    ok = valid[:, None] & torch.isfinite(target_z)
+    n = ok.sum(1, keepdim=True).clamp_min(1)
+    t = torch.nan_to_num(target_z)
+    r = (pred_z - (pred_z * ok).sum(1, keepdim=True) / n) - (t - (t * ok).sum(1, keepdim=True) / n)
+    w = weights[None] * ok
+    return (w * (r / scale[:, None]) ** 2).sum() / w.sum().clamp_min(1.0)
+
+
 def landmark_nme(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, valid: torch.Tensor) -> float:
     """Mean landmark error over valid frames, normalised by the inter-ocular distance (NME)."""
     ok = valid[:, None] & torch.isfinite(target).all(-1)

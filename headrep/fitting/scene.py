@@ -102,6 +102,8 @@ class Scene:
         side = self.boxes[:, 2:3] / self.R
         full = pts[..., :2] * side[:, None] + self.boxes[:, None, :2]
         self.det_full = full[:, self.lmk.detected].float()
+        # the detector's relative depth (MediaPipe's z: crop pixels, smaller = closer) in loaded-frame pixels
+        self.det_depth = (pts[..., 2] * side)[:, self.lmk.detected].float()
         iod = (full[:, MP_EYE_OUTER[0]] - full[:, MP_EYE_OUTER[1]]).norm(dim=-1)
         self.iod = torch.nan_to_num(iod, nan=1.0).float().clamp_min(1.0)
         with torch.no_grad():
@@ -135,6 +137,12 @@ class Scene:
         z = cam[..., 2:3].clamp_min(1e-4)
         return focal * cam[..., :2] / z + self.principal.float()
 
+    def depth(self, pts_model: torch.Tensor, focal: torch.Tensor) -> torch.Tensor:
+        """Camera depth [...] of model-space points in the pixel units of :meth:`project` at their mean depth
+        (the scale of a detector's relative z; the loss removes the mean)."""
+        z = to_camera(pts_model)[..., 2]
+        return focal * z / z.mean(-1, keepdim=True).detach().clamp_min(1e-4)
+
     def coarse_landmarks(self, p: dict) -> torch.Tensor:
         """Model landmarks [B,L,3] (model space, posed) from the coarse body: only the vertices they need."""
         pose = self.pose(p["rot"], p["neck"], p["jaw"])
@@ -156,9 +164,12 @@ class Scene:
                         static_offsets=static, dynamic_offsets=dyn, base=base and offsets)
         return (out.vertices, pose, out.base) if base else (out.vertices, pose)
 
-    def dense_landmarks(self, verts: torch.Tensor, pose: torch.Tensor, focal: torch.Tensor) -> torch.Tensor:
-        """Projected landmarks [B,L,2] of posed dense vertices (the first |S| dense vertices are S)."""
-        return self.project(self.lmk.points(verts[:, : len(self.head.subset)], pose, local=False), focal)
+    def dense_landmarks(self, verts: torch.Tensor, pose: torch.Tensor, focal: torch.Tensor,
+                        points: bool = False) -> torch.Tensor:
+        """Projected landmarks [B,L,2] of posed dense vertices (the first |S| dense vertices are S); ``points``:
+        the model-space landmarks [B,L,3] instead."""
+        pts = self.lmk.points(verts[:, : len(self.head.subset)], pose, local=False)
+        return pts if points else self.project(pts, focal)
 
     # --- cameras and rendering --------------------------------------------------------------------------
     def crop_cameras(self, idx, focal: float, scale: float = 1.0) -> list[PinholeCamera]:

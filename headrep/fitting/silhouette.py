@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from headrep.fitting.losses import fold_penalty
+from headrep.fitting.losses import fold_penalty, offset_laplacian
 from headrep.io import progress as progress_bar
 from headrep.model import face_normals, to_camera
 
@@ -36,7 +36,7 @@ def run_silhouette(fitter, progress: bool = True) -> dict:
     """Optimise D_static on the silhouette (+ its magnitude and Laplacian penalties), rendered at
     1/``silhouette_downscale`` of the crop (an outline needs no full resolution); returns
     {"frames", "loss_start", "loss_end"}."""
-    from headrep.fitting.detail import Step, silhouette_region, term_static_lap, term_static_mag
+    from headrep.fitting.detail import Step, silhouette_region, term_static_mag
 
     c, P, scene = fitter.cfg, fitter.params, fitter.scene
     idx = silhouette_frames(fitter, c.silhouette_frames)
@@ -68,7 +68,7 @@ def run_silhouette(fitter, progress: bool = True) -> dict:
         sil = (((cover - person) ** 2) * region).sum() / region.sum().clamp_min(1)
         step = Step(fitter, idx, p, verts, pose, fitter.valid_t[idx])
         loss = (c.w_silhouette_stage * sil + c.w_static_mag * term_static_mag(step)
-                + c.w_static_lap * term_static_lap(step) + c.w_fold * fold_penalty(face_normals(verts, faces), bare))
+                + c.w_static_lap * offset_laplacian(fitter.L, 1e3 * p["static"]) + c.w_fold * fold_penalty(face_normals(verts, faces), bare))
         loss.backward()
         opt.step()
         value = float(sil.detach())

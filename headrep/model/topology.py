@@ -588,6 +588,8 @@ def uniform_laplacian(
     device: Union[str, torch.device] = "cpu",
     normalized: bool = False,
     layout: torch.layout = torch.sparse_coo,
+    regions: ArrayLike | None = None,
+    across: float = 1.0,
 ) -> torch.Tensor:
     """Graph (umbrella) Laplacian of the mesh edges as a torch sparse ``[N, N]`` tensor.
 
@@ -595,14 +597,24 @@ def uniform_laplacian(
     diagonal (symmetric PSD, ``L·1 = 0``, ``(L·x)_i = deg_i·x_i − Σ_{j~i} x_j``).
     ``normalized=True``: ``L = I − D⁻¹A`` (random-walk; not symmetric, ``(L·x)_i = x_i − mean_{j~i} x_j``,
     still ``L·1 = 0``). Isolated vertices get an all-zero row in both cases.
+    ``regions`` [N] labels: an edge joining two labels weighs ``across`` instead of 1 (0: each region smooth on
+    its own, a step between them free).
     """
-    return _torch_sparse(_uniform_laplacian_scipy(faces, num_verts, normalized), dtype, device, layout)
+    return _torch_sparse(_uniform_laplacian_scipy(faces, num_verts, normalized, regions, across), dtype, device,
+                         layout)
 
 
-def _uniform_laplacian_scipy(faces: ArrayLike, num_verts: int, normalized: bool) -> sp.csr_matrix:
+def _uniform_laplacian_scipy(faces: ArrayLike, num_verts: int, normalized: bool, regions: ArrayLike | None = None,
+                             across: float = 1.0) -> sp.csr_matrix:
     n = int(num_verts)
     e = unique_edges(_as_faces(faces, n))
-    L = _laplacian_from_edge_weights(e, np.ones(len(e)), n)
+    w = np.ones(len(e))
+    if regions is not None:
+        lab = np.asarray(regions).reshape(-1)
+        if lab.shape[0] != n:
+            raise ValueError(f"regions has {lab.shape[0]} labels for {n} vertices")
+        w[lab[e[:, 0]] != lab[e[:, 1]]] = float(across)
+    L = _laplacian_from_edge_weights(e, w, n)
     if normalized:
         deg = L.diagonal()
         inv = np.zeros(n)
