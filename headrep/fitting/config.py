@@ -54,8 +54,11 @@ class FitConfig:
     w_smooth: float = 2e-2
     w_normal: float = 0.3
     w_depth: float = 0.3
-    w_static_mag: float = 1e-3       # per mm², face vertices (outside the face ×0.1); with the seen β the
-                                     # face's D_static has less to make up (1e-4: synthetic face error 0.54 mm)
+    w_static_mag: float = 1e-3       # per mm² on the face; with the seen β the face's D_static has less to
+                                     # make up (1e-4: synthetic face error 0.54 mm)
+    static_mag_outside: float = 0.01  # that penalty's weight outside the face (hair, ears, neck: centimetres),
+                                     # relative to the face's (0.1 shrank the synthetic hair: its outline's
+                                     # distance to the fitted surface 9.8 mm, 6.3 here)
     w_static_lap: float = 3e-2
     static_lap_across: float = 0.0   # weight of D_static's Laplacian edges across the face border: 1 made one
                                      # smooth field of the skin and the hair beside it, and the hair's

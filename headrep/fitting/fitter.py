@@ -83,7 +83,7 @@ class Fitter:
         init_rigid_pnp(self.scene, self.params, self.valid)
         if self.cfg.offsets:
             self.params.static = init_static_offsets(head, body, self.cfg.static_init_mm)
-        self.static_weight = torch.where(torch.as_tensor(head.face_mask), 1.0, 0.1)
+        self.static_weight = torch.where(torch.as_tensor(head.face_mask), 1.0, self.cfg.static_mag_outside)
         self.L = uniform_laplacian(head.faces, head.num_vertices, normalized=True).coalesce()
         self.L_face = torch.index_select(self.L, 1, self.scene.face_idx).coalesce()
         # D_static's smoothness: the skin and the hair / scalp around it are separate layers (see FitConfig)
