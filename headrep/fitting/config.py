@@ -60,10 +60,11 @@ class FitConfig:
                                      # relative to the face's (0.1 shrank the synthetic hair: its outline's
                                      # distance to the fitted surface 9.8 mm, 6.3 here)
     w_static_lap: float = 3e-2
-    static_lap_across: float = 0.0   # weight of D_static's Laplacian edges across the face border: 1 made one
+    static_lap_across: float = 0.1   # weight of D_static's Laplacian edges across the face border: 1 made one
                                      # smooth field of the skin and the hair beside it, and the hair's
                                      # centimetres bent the face's border outward (synthetic: face error
-                                     # 0.55 -> 0.52 mm, from the truth with the face's D_static zeroed 0.66 -> 0.38)
+                                     # 0.55 -> 0.52 mm, from the truth with the face's D_static zeroed 0.66 ->
+                                     # 0.38); 0 let the hair's lower edge fold beside the jaw (WolfgangLanger)
     w_dyn_mag: float = 1e-3          # the minimal-magnitude penalty on D_dyn
     dyn_penalty: str = "l2"          # "l2": mean |d|² (mm²); "l1": mean |d| (mm), sparse in time
     w_dyn_lap: float = 3e-2
