@@ -42,7 +42,7 @@ class FitConfig:
     w_landmarks_depth: float = 1.0   # the detector's relative depth (MediaPipe's z, the same numbers its mesh
                                      # targets are made of) beside the 2D points: 2D points from near-frontal
                                      # views leave the face's depth, hence β, to the prior (synthetic: β half
-                                     # its true size, face error 0.80 -> 0.53 mm with w_beta and w_static_mag
+                                     # its true size, face error 0.80 -> 0.52 mm with w_beta and w_static_mag
                                      # below; WolfgangLanger NME 0.0226 -> 0.0181). MediaPipe's z agrees with a
                                      # landmark-only fit's depth at scale 0.91-1.03, correlation 0.96-0.99
     contour_weight: float = 0.3      # iBUG jaw contour points slide with the view: down-weighted
