@@ -214,7 +214,8 @@ def test_landmark_depth_is_the_detectors_z_at_the_truth(body, rgb_clip):
     at_truth, total = depth_loss()
     assert at_truth < 1e-8  # (inter-ocular distances)²; the 2D loss too
     assert total < 1e-6
-    f.params.betas = f.params.betas + 0.5 * torch.randn(f.params.betas.shape, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    f.params.betas = f.params.betas + 0.5 * torch.randn(f.params.betas.shape, generator=g)
     assert depth_loss()[0] > 1e-4
 
 

@@ -86,7 +86,7 @@ class Fitter:
         self.static_weight = torch.where(torch.as_tensor(head.face_mask), 1.0, self.cfg.static_mag_outside)
         self.L = uniform_laplacian(head.faces, head.num_vertices, normalized=True).coalesce()
         self.L_face = torch.index_select(self.L, 1, self.scene.face_idx).coalesce()
-        # D_static's smoothness: the skin and the hair / scalp around it are separate layers (see FitConfig)
+        # D_static's smoothness: the skin and the hair / scalp around it only loosely tied (see FitConfig)
         self.L_static = uniform_laplacian(head.faces, head.num_vertices, normalized=True, regions=head.face_mask,
                                           across=self.cfg.static_lap_across).coalesce()
         self.stats: dict = {}

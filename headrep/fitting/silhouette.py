@@ -67,7 +67,7 @@ def run_silhouette(fitter, progress: bool = True) -> dict:
         cover = scene.render(to_camera(verts), idx, float(p["focal"]), scale=1.0 / k)["mask"]
         sil = (((cover - person) ** 2) * region).sum() / region.sum().clamp_min(1)
         step = Step(fitter, idx, p, verts, pose, fitter.valid_t[idx])
-        # the Laplacian over the whole head (the detail stage's stops at the face border): the face is held
+        # the Laplacian over the whole head (the detail stage's weakens the face border's edges): the face is held
         # here, and the hair beside it grows from it instead of stepping away (synthetic face error 0.535 mm
         # with the detail stage's here, 0.521 with this one)
         lap = offset_laplacian(fitter.L, 1e3 * p["static"])
