@@ -19,16 +19,31 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PY" -m venv .venv
 fi
+# A registry download that breaks off (seen in CI: a wheel stopped at 72 of 86 MB six times over) is
+# resumed by pip and, failing that, the whole install is tried again; what was fetched stays in pip's cache.
+export PIP_RETRIES=${PIP_RETRIES:-10} PIP_RESUME_RETRIES=${PIP_RESUME_RETRIES:-20}
+pip_install() {
+  local attempt
+  for attempt in 1 2 3; do
+    if .venv/bin/python -m pip install -q "$@" 2>&1 | { grep -v -e '^WARNING: Location' -e '^\s*$' || true; }; then
+      return 0
+    fi
+    echo "setup: pip install $* failed (attempt $attempt of 3)" >&2
+    [ "$attempt" = 3 ] || sleep $((attempt * 15))
+  done
+  return 1
+}
+
 stamp=.venv/.headrep-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing headrep and its dependencies into .venv (about 2 minutes the first time)"
-  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+  pip_install --upgrade pip || true   # an older pip still installs; it only resumes less well
   # torch first, pinned to the CPU build this machine carries: an unpinned torch would pull a CUDA build
   if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
-    .venv/bin/python -m pip install -q 'torch==2.13.0' 2>&1 | grep -v '^WARNING: Location' || true
+    pip_install 'torch==2.13.0' || true
   fi
-  .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' | grep -v '^\s*$' || true
-  .venv/bin/python -c 'import headrep, torch, smplx, open3d, mediapipe, numba' || {
-    echo "setup: the installation is incomplete (see the pip messages above)" >&2; exit 1; }
+  pip_install -e '.[dev]' || true
+  .venv/bin/python -c 'import headrep, torch, smplx, open3d, mediapipe, numba' 2>/dev/null || {
+    echo "setup: the installation is incomplete (see the pip messages above); run it again to resume" >&2; exit 1; }
   touch "$stamp"
 fi
