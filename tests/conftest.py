@@ -7,6 +7,7 @@ for this process and every command the tests start. Tests of the open model ask 
 """
 
 import os
+import subprocess
 
 import pytest
 
@@ -36,3 +37,15 @@ def two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(n)
+
+
+_REAL_RUN = subprocess.run
+
+
+def pip_only(fake):
+    """A subprocess.run that hands pip commands to ``fake`` and runs everything else (numpy, imported lazily
+    inside a test, runs lscpu): for tests that fake `pip download`, which headrep.io.pip_download runs."""
+    def run(cmd, *args, **kwargs):
+        is_pip = isinstance(cmd, (list, tuple)) and list(cmd[1:3]) == ["-m", "pip"]
+        return (fake if is_pip else _REAL_RUN)(cmd, *args, **kwargs)
+    return run

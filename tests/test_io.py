@@ -243,3 +243,40 @@ def test_background_video_writer_failures_leave_nothing(tmp_path):
     with pytest.raises(ValueError, match="no frames"):
         hio.BackgroundVideoWriter(tmp_path / "c.mp4").close()
     assert leftovers(tmp_path) == []
+
+
+def test_pip_download_places_the_file_or_leaves_nothing(tmp_path, monkeypatch):
+    """The one place that runs `pip download`: the matching file lands under its own name, an sdist is asked
+    for with --no-binary, and a run that leaves no matching file (or fails) leaves nothing behind."""
+    import subprocess
+
+    calls = []
+
+    def fake_pip(write):
+        def run(cmd, **kwargs):
+            calls.append(cmd)
+            if write:
+                dest = cmd[cmd.index("-d") + 1]
+                open(f"{dest}/{write}", "wb").write(b"payload")
+            return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
+        return run
+
+    monkeypatch.setattr(subprocess, "run", fake_pip("pkg-1.0.tar.gz"))
+    got = hio.pip_download("pkg==1.0", tmp_path / "dl", "pkg-1.0.tar.gz", "get it by hand", sdist=True)
+    assert got == tmp_path / "dl" / "pkg-1.0.tar.gz" and got.read_bytes() == b"payload"
+    assert "--no-binary=:all:" in calls[-1] and "pkg==1.0" in calls[-1]
+    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["pkg-1.0.tar.gz"]   # temp folder gone
+
+    import hashlib
+
+    with pytest.raises(HeadrepError, match="sha256"):   # not the expected bytes: never under the final name
+        hio.pip_download("pkg==1.0", tmp_path / "dl3", "pkg-1.0.tar.gz", "", sdist=True, sha256="0" * 64)
+    assert list((tmp_path / "dl3").iterdir()) == []
+    good = hashlib.sha256(b"payload").hexdigest()
+    assert hio.pip_download("pkg==1.0", tmp_path / "dl3", "pkg-1.0.tar.gz", "", sdist=True, sha256=good).is_file()
+
+    monkeypatch.setattr(subprocess, "run", fake_pip("other-2.0.whl"))
+    with pytest.raises(HeadrepError, match="left no file pkg-1.0-.*get it by hand"):
+        hio.pip_download("pkg==1.0", tmp_path / "dl2", "pkg-1.0-*.whl", "get it by hand")
+    assert "--only-binary=:all:" in calls[-1]
+    assert list((tmp_path / "dl2").iterdir()) == []

