@@ -43,7 +43,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     pip_install 'torch==2.13.0' || true
   fi
   pip_install -e '.[dev]' || true
-  .venv/bin/python -c 'import headrep, torch, smplx, open3d, mediapipe, numba' 2>/dev/null || {
+  .venv/bin/python -c 'import headrep, torch, smplx, open3d, mediapipe, numba' || {
     echo "setup: the installation is incomplete (see the pip messages above); run it again to resume" >&2; exit 1; }
   touch "$stamp"
 fi
