@@ -207,7 +207,7 @@ def test_landmark_depth_is_the_detectors_z_at_the_truth(body, rgb_clip):
         with torch.no_grad():
             p = f.params.view(idx)
             verts, pose = sc.dense(p)
-            pts = sc.dense_landmarks(verts, pose, p["focal"], points=True)
+            pts = sc.dense_landmarks(verts, pose)
             z = landmark_depth_loss(sc.depth(pts, p["focal"]), sc.det_depth, sc.iod, sc.lmk.weights, f.valid_t)
             return float(z), float(landmark_terms(f.cfg, sc, pts, p["focal"], idx, f.valid_t))
 

@@ -62,8 +62,7 @@ def term_depth(s: Step) -> torch.Tensor:
 
 def term_landmarks_detail(s: Step) -> torch.Tensor:
     sc = s.fitter.scene
-    return landmark_terms(s.cfg, sc, sc.dense_landmarks(s.verts, s.pose, s.p["focal"], points=True), s.p["focal"],
-                          s.idx, s.valid)
+    return landmark_terms(s.cfg, sc, sc.dense_landmarks(s.verts, s.pose), s.p["focal"], s.idx, s.valid)
 
 
 # --- offset regularisers (offsets in mm so the weights are O(1) numbers) ----------------------------------

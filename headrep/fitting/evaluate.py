@@ -49,7 +49,7 @@ def evaluate(fitter, offsets: bool = True, batch: int = 16, per_frame: bool = Fa
             continue
         p = P.view(idx)
         verts, pose = scene.dense(p, offsets=offsets and fitter.cfg.offsets)
-        lmk = scene.dense_landmarks(verts, pose, p["focal"])
+        lmk = scene.project(scene.dense_landmarks(verts, pose), p["focal"])
         sums["nme"] += losses.landmark_nme(lmk, scene.det_full[idx], scene.iod[idx], valid) * int(valid.sum())
         maps = render_step(fitter, verts, idx, p)
         i = idx.numpy()

@@ -164,12 +164,10 @@ class Scene:
                         static_offsets=static, dynamic_offsets=dyn, base=base and offsets)
         return (out.vertices, pose, out.base) if base else (out.vertices, pose)
 
-    def dense_landmarks(self, verts: torch.Tensor, pose: torch.Tensor, focal: torch.Tensor,
-                        points: bool = False) -> torch.Tensor:
-        """Projected landmarks [B,L,2] of posed dense vertices (the first |S| dense vertices are S); ``points``:
-        the model-space landmarks [B,L,3] instead."""
-        pts = self.lmk.points(verts[:, : len(self.head.subset)], pose, local=False)
-        return pts if points else self.project(pts, focal)
+    def dense_landmarks(self, verts: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+        """Model landmarks [B,L,3] (model space, posed) of posed dense vertices (the first |S| dense vertices are
+        S), like :meth:`coarse_landmarks`."""
+        return self.lmk.points(verts[:, : len(self.head.subset)], pose, local=False)
 
     # --- cameras and rendering --------------------------------------------------------------------------
     def crop_cameras(self, idx, focal: float, scale: float = 1.0) -> list[PinholeCamera]:
