@@ -139,6 +139,18 @@ def read_image(path: Path) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, ::-1])
 
 
+def crop_in_frame(boxes, image_size, resolution: int) -> np.ndarray:
+    """[B,R,R] bool: the crop pixels that show the image, for square ``boxes`` [B,3] = (x0, y0, side) of an
+    image of ``image_size`` (H, W). Beyond the image's edges :func:`crop_image` pads with black, where a
+    segmenter can only say "no person"; what covers those pixels is unknown, not background (crop pixel u is
+    image pixel u·side/R + x0; the edge pixels, half blended with the padding, count as outside)."""
+    H, W = (int(v) for v in image_size)
+    b = np.asarray(boxes, np.float64).reshape(-1, 3)
+    u = np.arange(int(resolution), dtype=np.float64)[None] * (b[:, 2:3] / int(resolution))
+    x, y = u + b[:, 0:1], u + b[:, 1:2]
+    return ((y >= 0) & (y <= H - 1))[:, :, None] & ((x >= 0) & (x <= W - 1))[:, None, :]
+
+
 def crop_image(image: np.ndarray, box, resolution: int) -> np.ndarray:
     """Crop ``image`` to the square ``box`` = (x0, y0, side) and resize to resolution², exactly following
     ``crop_xy = (image_xy − (x0, y0)) · resolution / side`` (pixel-index coordinates); outside: black."""

@@ -250,6 +250,41 @@ def test_per_frame_silhouette_counts_match_a_shifted_mask(body, rgb_clip):
     assert ref.max() < 0.97
 
 
+def test_the_silhouette_leaves_out_what_lies_beyond_the_frame(body, rgb_clip):
+    """A head cut by the frame's edge: the crop pads beyond it with black and the segmenter says "no person"
+    there. At the truth the rendered head still covers those pixels, so counted they would read as error (and
+    pull the head inside the frame); the silhouette region and the head-region IoU leave them out, and the
+    truth keeps its IoU."""
+    import dataclasses
+
+    from headrep.fitting.detail import silhouette_region
+    from headrep.fitting.evaluate import evaluate
+    from headrep.fitting.synthetic import start_at_truth
+    from headrep.io import crop_in_frame
+
+    track, _, truth, _ = rgb_clip
+    obs = truth.extra["observations"]
+    R = track.resolution
+    # the frame's right edge through the middle of every crop
+    x0, side = track.boxes[:, 0], track.boxes[:, 2]
+    W = int((x0 + 0.5 * side).min())
+    cut = dataclasses.replace(track, image_size=(track.image_size[0], W))
+    inside = crop_in_frame(cut.boxes, cut.image_size, R)
+    assert 0.3 < inside.mean() < 0.7
+    padded = dataclasses.replace(obs, person=np.where(inside, obs.person, 0.0).astype(np.float32))
+    ious = {}
+    for name, tr, ob in (("whole", track, obs), ("cut", cut, padded)):
+        f = Fitter(body, tr, None, FitConfig(resolution=R, terms="landmarks,silhouette"), observations=ob)
+        H0, W0 = track.image_size  # the same camera: its principal point stays the whole frame's centre
+        f.scene.principal = torch.tensor([(W0 - 1) / 2.0, (H0 - 1) / 2.0], dtype=torch.float64)
+        start_at_truth(f, truth)
+        ious[name] = evaluate(f)["silhouette_iou"]
+        if name == "cut":
+            region = silhouette_region(f, torch.arange(len(track.valid))).numpy()
+            assert region.any() and not (region & ~inside).any()
+    assert ious["whole"] > 0.995 and ious["cut"] > 0.995
+
+
 def test_head_roll_is_the_eye_line_angle():
     from types import SimpleNamespace
 

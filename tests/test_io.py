@@ -280,3 +280,21 @@ def test_pip_download_places_the_file_or_leaves_nothing(tmp_path, monkeypatch):
         hio.pip_download("pkg==1.0", tmp_path / "dl2", "pkg-1.0-*.whl", "get it by hand")
     assert "--only-binary=:all:" in calls[-1]
     assert list((tmp_path / "dl2").iterdir()) == []
+
+
+def test_crop_in_frame_marks_the_pixels_that_show_the_image():
+    """By hand: a 100×200 image, box (−50, 20, 100) at R=10 maps crop (u, v) to image (10u − 50, 10v + 20), in
+    the image for u ≥ 5 and v ≤ 7. And against crop_image itself: a white image cropped at an integer offset
+    and scale 1 is white exactly where the mask says the crop shows it, black elsewhere."""
+    from headrep.io import crop_image, crop_in_frame
+
+    m = crop_in_frame([[-50.0, 20.0, 100.0]], (100, 200), 10)[0]
+    v, u = np.mgrid[:10, :10]
+    assert (m == ((u >= 5) & (v <= 7))).all()
+
+    white = np.full((12, 30, 3), 255, np.uint8)
+    for box in ((-5.0, 3.0, 20.0), (14.0, -9.0, 20.0)):
+        crop = crop_image(white, box, 20)
+        mask = crop_in_frame([box], white.shape[:2], 20)[0]
+        assert mask.any() and (~mask).any()
+        assert (mask == (crop[..., 0] == 255)).all() and (crop[~mask] == 0).all()

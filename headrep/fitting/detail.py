@@ -99,12 +99,16 @@ def term_dyn_mean(s: Step) -> torch.Tensor:
 
 # --- silhouette and photometric terms ----------------------------------------------------------------------
 def silhouette_region(fitter, idx: torch.Tensor) -> torch.Tensor:
-    """[B,R,R] where the silhouette counts: rows above the neck, not occluded, frames with a person found."""
+    """[B,R,R] where the silhouette counts: rows above the neck, not occluded, inside the video frame (a head
+    cut by the frame's edge must not be pulled inside it), frames with a person found."""
+    from headrep.io import crop_in_frame
+
     obs, i = fitter.obs, idx.numpy()
     R = fitter.scene.R
     rows = torch.arange(R)[None, :, None] < torch.as_tensor(obs.silhouette_rows[i])[:, None, None]
     ok = torch.as_tensor(obs.has_person[i]) & fitter.valid_t[idx]
-    return rows & ~torch.as_tensor(obs.occluded[i]) & ok[:, None, None]
+    inside = torch.as_tensor(crop_in_frame(fitter.scene.boxes[idx].numpy(), fitter.scene.image_size, R))
+    return rows & ~torch.as_tensor(obs.occluded[i]) & inside & ok[:, None, None]
 
 
 def term_silhouette(s: Step) -> torch.Tensor:

@@ -11,13 +11,15 @@ from headrep.model import MP_EYE_OUTER
 
 
 def head_region(obs, track, idx: np.ndarray, R: int) -> np.ndarray:
-    """[B,R,R] bool: rows above the chin (detected MediaPipe point 152), not occluded — where the head-region
-    IoU compares the person mask with the rendered coverage."""
+    """[B,R,R] bool: rows above the chin (detected MediaPipe point 152), not occluded, inside the video frame
+    — where the head-region IoU compares the person mask with the rendered coverage."""
     from headrep.fitting.observe import MP_CHIN
+    from headrep.io import crop_in_frame
 
     chin = np.asarray(track.points)[idx, MP_CHIN, 1]
     rows = np.arange(R)[None, :, None] < np.nan_to_num(chin, nan=-1.0)[:, None, None]
-    return rows & ~np.asarray(obs.occluded[idx])
+    inside = crop_in_frame(np.asarray(track.boxes)[idx], track.image_size, R)
+    return rows & ~np.asarray(obs.occluded[idx]) & inside
 
 
 def head_roll_deg(track) -> np.ndarray:
