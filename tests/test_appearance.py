@@ -285,6 +285,25 @@ def test_the_silhouette_leaves_out_what_lies_beyond_the_frame(body, rgb_clip):
     assert ious["whole"] > 0.995 and ious["cut"] > 0.995
 
 
+def test_observed_skin_stops_at_the_frame_edge(rgb_clip):
+    """observe(): the skin mask (what the photometric term compares) holds no crop pixel beyond the frame,
+    where the crop is black padding; inside the frame it is the landmarks' skin polygon as before."""
+    import dataclasses
+
+    from headrep.fitting.observe import observe
+    from headrep.io import crop_in_frame
+
+    track, _, _, _ = rgb_clip
+    R = track.resolution
+    W = int((track.boxes[:, 0] + 0.5 * track.boxes[:, 2]).min())  # the frame's right edge through every crop
+    cut = dataclasses.replace(track, image_size=(track.image_size[0], W))
+    obs = observe([None] * len(track.valid), cut, progress=False, hands=False)
+    inside = crop_in_frame(cut.boxes, cut.image_size, R)
+    full = np.stack([skin_mask(track.points[t], R) for t in range(len(track.valid))])
+    assert (full & ~inside).any()  # the face crosses the cut
+    assert (obs.skin == (full & inside)).all()
+
+
 def test_head_roll_is_the_eye_line_angle():
     from types import SimpleNamespace
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from headrep.errors import HeadrepError
 from headrep.fitting.quiet import quiet_native_stderr, started
-from headrep.io import progress as progress_bar
+from headrep.io import crop_in_frame, progress as progress_bar
 
 # MediaPipe point sets (mediapipe.solutions.face_mesh_connections), as polygons by convex hull
 MP_FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
@@ -168,7 +168,9 @@ def observe(images, track, progress: bool = True, hands: bool = True) -> Observa
                 pts = np.asarray(track.points[t])
                 oval = _hull_mask(pts[MP_FACE_OVAL, :2], R)
                 frac[t] = float((oval & occluded[t]).sum()) / max(int(oval.sum()), 1)
-                skin[t] = skin_mask(pts, R) & ~occluded[t]
+                # beyond the frame's edge the crop is black padding, not skin
+                inside = crop_in_frame(track.boxes[t:t + 1], track.image_size, R)[0]
+                skin[t] = skin_mask(pts, R) & ~occluded[t] & inside
                 rows[t] = silhouette_rows(pts, R)
     finally:
         seg.close()
