@@ -94,7 +94,7 @@ class FitConfig:
                                      # NME unchanged; the detail loss keeps w_silhouette, which moves the face)
     w_fold: float = 10.0             # that stage: faces turned > 60° from the head without offsets pay (the
                                      # outline's pull had folded WolfgangLanger's hair over itself by her ear)
-    silhouette_frames: int = 4       # frames per such step (one per stretch of the clip: see silhouette_frames)
+    silhouette_frames: int = 4       # frames per such step (spread over the clip)
     silhouette_downscale: int = 2    # rendered at R / this (an outline needs no full resolution)
     lr_static_silhouette: float = 5e-3   # Adam step on the smooth parameterisation (see silhouette.SmoothField)
     silhouette_smoothing: float = 40.0   # λ of (I + λL)⁻¹: how far one outline vertex's pull spreads
