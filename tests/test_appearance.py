@@ -250,6 +250,14 @@ def test_per_frame_silhouette_counts_match_a_shifted_mask(body, rgb_clip):
     assert ref.max() < 0.97
 
 
+def _cut_through_the_crops(track):
+    """The track with a narrower frame: its right edge through the middle of every crop."""
+    import dataclasses
+
+    W = int((track.boxes[:, 0] + 0.5 * track.boxes[:, 2]).min())
+    return dataclasses.replace(track, image_size=(track.image_size[0], W))
+
+
 def test_the_silhouette_leaves_out_what_lies_beyond_the_frame(body, rgb_clip):
     """A head cut by the frame's edge: the crop pads beyond it with black and the segmenter says "no person"
     there. At the truth the rendered head still covers those pixels, so counted they would read as error (and
@@ -265,10 +273,7 @@ def test_the_silhouette_leaves_out_what_lies_beyond_the_frame(body, rgb_clip):
     track, _, truth, _ = rgb_clip
     obs = truth.extra["observations"]
     R = track.resolution
-    # the frame's right edge through the middle of every crop
-    x0, side = track.boxes[:, 0], track.boxes[:, 2]
-    W = int((x0 + 0.5 * side).min())
-    cut = dataclasses.replace(track, image_size=(track.image_size[0], W))
+    cut = _cut_through_the_crops(track)
     inside = crop_in_frame(cut.boxes, cut.image_size, R)
     assert 0.3 < inside.mean() < 0.7
     padded = dataclasses.replace(obs, person=np.where(inside, obs.person, 0.0).astype(np.float32))
@@ -288,15 +293,12 @@ def test_the_silhouette_leaves_out_what_lies_beyond_the_frame(body, rgb_clip):
 def test_observed_skin_stops_at_the_frame_edge(rgb_clip):
     """observe(): the skin mask (what the photometric term compares) holds no crop pixel beyond the frame,
     where the crop is black padding; inside the frame it is the landmarks' skin polygon as before."""
-    import dataclasses
-
     from headrep.fitting.observe import observe
     from headrep.io import crop_in_frame
 
     track, _, _, _ = rgb_clip
     R = track.resolution
-    W = int((track.boxes[:, 0] + 0.5 * track.boxes[:, 2]).min())  # the frame's right edge through every crop
-    cut = dataclasses.replace(track, image_size=(track.image_size[0], W))
+    cut = _cut_through_the_crops(track)
     obs = observe([None] * len(track.valid), cut, progress=False, hands=False)
     inside = crop_in_frame(cut.boxes, cut.image_size, R)
     full = np.stack([skin_mask(track.points[t], R) for t in range(len(track.valid))])

@@ -154,6 +154,7 @@ def observe(images, track, progress: bool = True, hands: bool = True) -> Observa
     occluded = np.zeros((T, R, R), bool)
     rows = np.zeros(T, np.int64)
     frac = np.zeros(T, np.float32)
+    inside = crop_in_frame(track.boxes, track.image_size, R)  # beyond the frame the crop is padding, not skin
     seg = PersonSegmenter()
     hand = HandDetector(video=getattr(track, "fps", 0) > 0 and T > 1) if hands else None
     try:
@@ -168,9 +169,7 @@ def observe(images, track, progress: bool = True, hands: bool = True) -> Observa
                 pts = np.asarray(track.points[t])
                 oval = _hull_mask(pts[MP_FACE_OVAL, :2], R)
                 frac[t] = float((oval & occluded[t]).sum()) / max(int(oval.sum()), 1)
-                # beyond the frame's edge the crop is black padding, not skin
-                inside = crop_in_frame(track.boxes[t:t + 1], track.image_size, R)[0]
-                skin[t] = skin_mask(pts, R) & ~occluded[t] & inside
+                skin[t] = skin_mask(pts, R) & ~occluded[t] & inside[t]
                 rows[t] = silhouette_rows(pts, R)
     finally:
         seg.close()
