@@ -290,6 +290,27 @@ def test_the_silhouette_leaves_out_what_lies_beyond_the_frame(body, rgb_clip):
     assert ious["whole"] > 0.995 and ious["cut"] > 0.995
 
 
+def test_silhouette_stage_prefers_frames_that_show_the_head(body, rgb_clip):
+    """silhouette_frames: the clip cut into k stretches, from each the frame whose crop shows most of its
+    silhouette rows. Frames 0 and 3 pushed half out of the frame's top: the stretches (0, 1), (2, 3), (4, 5),
+    (6, 7) give 1, 2, 4, 6 (ties: the first); with every crop inside, 0, 2, 4, 6."""
+    from headrep.fitting.silhouette import silhouette_frames
+
+    track, _, truth, _ = rgb_clip
+    boxes = np.array(track.boxes, copy=True)
+    f = Fitter(body, track, None, FitConfig(resolution=track.resolution, terms="landmarks,silhouette"),
+               observations=truth.extra["observations"])
+    # every crop inside a large frame (the clip's own crops reach past its 360 rows); only the choice reads these
+    f.scene.image_size = (4000, 4000)
+    f.scene.boxes[:, :2] = 10.0
+    assert silhouette_frames(f, 4).tolist() == [0, 2, 4, 6]
+    for t in (0, 3):
+        f.scene.boxes[t, 1] = -0.5 * f.scene.boxes[t, 2]
+    assert silhouette_frames(f, 4).tolist() == [1, 2, 4, 6]
+    # the fitter's boxes are its own: moving them left the clip's track (shared with the other tests) as it was
+    np.testing.assert_array_equal(track.boxes, boxes)
+
+
 def test_observed_skin_stops_at_the_frame_edge(rgb_clip):
     """observe(): the skin mask (what the photometric term compares) holds no crop pixel beyond the frame,
     where the crop is black padding; inside the frame it is the landmarks' skin polygon as before."""

@@ -94,7 +94,9 @@ class FitConfig:
                                      # NME unchanged; the detail loss keeps w_silhouette, which moves the face)
     w_fold: float = 10.0             # that stage: faces turned > 60° from the head without offsets pay (the
                                      # outline's pull had folded WolfgangLanger's hair over itself by her ear)
-    silhouette_frames: int = 4       # frames per such step (spread over the clip)
+    silhouette_frames: int = 8       # frames per such step: from each of this many stretches of the clip the
+                                     # one whose crop shows most of the head (4 spread evenly were all frames
+                                     # whose crown WolfgangLanger's frame edge cuts: it grew into a point)
     silhouette_downscale: int = 2    # rendered at R / this (an outline needs no full resolution)
     lr_static_silhouette: float = 5e-3   # Adam step on the smooth parameterisation (see silhouette.SmoothField)
     silhouette_smoothing: float = 40.0   # λ of (I + λL)⁻¹: how far one outline vertex's pull spreads

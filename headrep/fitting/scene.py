@@ -96,7 +96,7 @@ class Scene:
         H, W = track.image_size
         self.image_size = (int(H), int(W))
         self.principal = torch.tensor([(W - 1) / 2.0, (H - 1) / 2.0], dtype=torch.float64)
-        self.boxes = torch.as_tensor(np.asarray(track.boxes, np.float64))
+        self.boxes = torch.tensor(np.asarray(track.boxes, np.float64))  # a copy: never the caller's track
         # detected points in loaded-frame pixels, and inter-ocular distances
         pts = torch.as_tensor(np.asarray(track.points, np.float64))
         side = self.boxes[:, 2:3] / self.R

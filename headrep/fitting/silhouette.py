@@ -12,18 +12,28 @@ import numpy as np
 import torch
 
 from headrep.fitting.losses import fold_penalty, offset_laplacian
+from headrep.io import crop_in_frame
 from headrep.io import progress as progress_bar
 from headrep.model import face_normals, to_camera
 
 
 def silhouette_frames(fitter, k: int) -> torch.Tensor:
-    """Up to ``k`` frames spread over the clip that have a face, a person mask and silhouette rows."""
-    obs = fitter.obs
+    """Up to ``k`` frames spread over the clip that have a face, a person mask and silhouette rows: the clip cut
+    into ``k`` stretches, from each the frame whose crop shows most of its silhouette rows (where the video
+    frame's edge cuts the crown on most frames, the few that show it are what keeps the crown's shape: with
+    only cut frames the stage grew WolfgangLanger's crown into a point beyond the edge)."""
+    obs, sc = fitter.obs, fitter.scene
     ok = np.nonzero(fitter.valid & obs.has_person & (obs.silhouette_rows > 0))[0]
     if len(ok) == 0:
         return torch.zeros(0, dtype=torch.long)
-    pick = ok[np.unique(np.linspace(0, len(ok) - 1, min(k, len(ok))).round().astype(int))]
-    return torch.as_tensor(pick, dtype=torch.long)
+    shown = np.zeros(len(ok))
+    for s in range(0, len(ok), 64):  # in chunks: a long clip's masks at once would take gigabytes
+        part = ok[s:s + 64]
+        inside = crop_in_frame(sc.boxes[part].numpy(), sc.image_size, sc.R)
+        rows = np.arange(sc.R)[None, :, None] < obs.silhouette_rows[part][:, None, None]
+        shown[s:s + 64] = (inside & rows).sum((1, 2)) / np.maximum(rows.sum((1, 2)) * sc.R, 1)
+    pick = [part[np.argmax(shown[part])] for part in np.array_split(np.arange(len(ok)), min(k, len(ok)))]
+    return torch.as_tensor(ok[pick], dtype=torch.long)
 
 
 def _pooled(masks: np.ndarray, k: int) -> torch.Tensor:
