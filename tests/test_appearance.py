@@ -482,7 +482,8 @@ def test_coarse_mesh_targets_leave_the_wrinkles_to_the_image(body, rgb_clip):
         f.run(progress=False)
         corr[label] = dyn_correlation(f, truth)
     print("D_dyn correlation with the true wrinkles", corr)
-    assert corr["coarse"] > 0.15 and corr["coarse"] > corr["as detailed"] + 0.15  # measured 0.37 vs 0.00
+    # measured 0.149 vs 0.030 (0.37 vs 0.00 before dyn_correlation counted D_dyn where the truth has none)
+    assert corr["coarse"] > 0.1 and corr["coarse"] > corr["as detailed"] + 0.08
 
 
 def test_occluded_frames_are_left_out_and_interpolated(body, rgb_clip):

@@ -64,6 +64,35 @@ def expressive_fits(body, expressive_clip):
     return {off: _fit(body, track, targets, offsets=off) for off in (True, False)}
 
 
+def test_dyn_correlation_counts_detail_where_the_truth_has_none(body):
+    """dyn_correlation along the true rest normals over every face vertex and frame: the truth scores 1, and a
+    fit that holds the wrinkles on the frames without them scores what a float64 oracle (numpy, trimesh's
+    normals) computes, well under 1 (the frame-by-frame direction used before gave it exactly 1: a frame
+    without wrinkles had no direction, so nothing the fit put there counted)."""
+    import trimesh
+
+    track, targets, truth, head = make_clip(body, T=6, resolution=64, levels=1, seed=0, wrinkles_signed=False)
+    f = Fitter(body, track, targets, FitConfig(resolution=64))
+    fi = f.scene.face_idx
+    true = truth.dynamic.double()
+    size = true.norm(dim=-1).sum(-1)
+    assert (size == 0).any() and (size > 0).any()          # the clip has frames with and without wrinkles
+    f.params.dynamic = true[:, fi].float().clone()
+    assert dyn_correlation(f, truth) == pytest.approx(1.0, abs=1e-6)
+    held = true.clone()
+    held[size == 0] = true[size.argmax()]                  # the strongest frame's wrinkles on every empty frame
+    f.params.dynamic = held[:, fi].float().clone()
+    rest = head(truth.betas.reshape(1, -1).float(), torch.zeros(1, body.num_expression), torch.zeros(1, 55, 3))
+    mesh = trimesh.Trimesh(rest.canonical[0].double().numpy(), np.asarray(head.faces), process=False)
+    face = np.asarray(head.face_mask)
+    n = np.asarray(mesh.vertex_normals)[face]
+    x = (held.numpy()[:, face] * n).sum(-1).ravel()
+    y = (true.numpy()[:, face] * n).sum(-1).ravel()
+    expect = np.corrcoef(x, y)[0, 1]
+    assert expect < 0.9
+    assert dyn_correlation(f, truth) == pytest.approx(expect, abs=0.01)
+
+
 @pytest.mark.slow
 def test_offsets_recover_detail_on_synthetic_truth(expressive_clip, expressive_fits):
     track, targets, truth, head = expressive_clip
@@ -80,7 +109,7 @@ def test_offsets_recover_detail_on_synthetic_truth(expressive_clip, expressive_f
     # the recovered dynamic offsets follow the true ones along the surface normal (the visible component)
     corr = dyn_correlation(f_on, truth)
     print(f"D_dyn correlation with the truth (normal component): {corr:.3f}")
-    assert corr > 0.15
+    assert corr > 0.15  # measured 0.23
     # and the static field finds the identity bumps on the face
     s_corr = torch.corrcoef(torch.stack([f_on.params.static[face].reshape(-1), truth.static[face].reshape(-1)]))[0, 1]
     print(f"D_static correlation with the truth (face): {float(s_corr):.3f}")
