@@ -14,7 +14,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from headrep.model import NUM_MP_POINTS, BodyModel, DenseHead, to_camera
+from headrep.model import NUM_JOINTS, NUM_MP_POINTS, BodyModel, DenseHead, to_camera
 from headrep.rep import HeadRep
 from headrep.render import get_context
 from headrep.render.maps import PinholeCamera, render_maps
@@ -56,6 +56,14 @@ class Truth:
     vertices_cam: torch.Tensor    # [T,Nd,3] dense posed vertices in camera space
     focal: float
     extra: dict = field(default_factory=dict)
+
+
+def rest_canonical(head: DenseHead, betas: torch.Tensor) -> torch.Tensor:
+    """The dense head of shape ``betas`` at rest (no expression, no pose) [Nd,3]: where a clip's offsets are
+    laid out, along its normals."""
+    body = head.body
+    return head(betas.reshape(1, -1).float(), torch.zeros(1, body.num_expression),
+                torch.zeros(1, NUM_JOINTS, 3)).canonical[0]
 
 
 def _smooth_track(T: int, k: int, g: torch.Generator) -> torch.Tensor:
@@ -171,8 +179,7 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
     pose[:, 12] = 0.08 * _smooth_track(T, 3, g)
     pose[:, 0] = 0.05 * _smooth_track(T, 3, g)
     with torch.no_grad():
-        rest = head(betas, torch.zeros(1, body.num_expression), torch.zeros(1, 55, 3))
-        canonical = rest.canonical[0]
+        canonical = rest_canonical(head, betas)
         face = torch.as_tensor(head.face_mask)
         centre = canonical[face].mean(0)
         # identity detail: bumps all over (hair/ears-like outside the face, small ones on it)
@@ -314,10 +321,7 @@ def dyn_correlation(fitter, truth: Truth) -> float:
 
     head = fitter.scene.head
     face = torch.as_tensor(head.face_mask)
-    body = head.body
-    rest = head(truth.betas.reshape(1, -1).float(), torch.zeros(1, body.num_expression),
-                torch.zeros(1, truth.pose.shape[1], 3)).canonical[0]
-    n = vertex_normals(rest, head.faces_t.long())[face][None]
+    n = vertex_normals(rest_canonical(head, truth.betas), head.faces_t.long())[face][None]
     true = truth.dynamic[:, face].float()
     dyn = torch.zeros(true.shape[0], head.num_vertices, 3).index_copy(1, fitter.scene.face_idx,
                                                                         fitter.params.dynamic)[:, face]
