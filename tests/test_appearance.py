@@ -222,7 +222,8 @@ def test_landmark_depth_is_the_detectors_z_at_the_truth(body, rgb_clip):
 def test_per_frame_silhouette_counts_match_a_shifted_mask(body, rgb_clip):
     """evaluate(per_frame=True): at the truth each frame's coverage is its person mask (IoU 1); with the head
     moved sideways by 4 crop pixels' worth each frame's IoU is the mask's own against the mask rolled by 4
-    pixels (numpy, over the same rows), and the pooled IoU is the counts' ratio."""
+    pixels (numpy, over the same rows), and so are its missing and extra pixels; the pooled IoU is the counts'
+    ratio."""
     from headrep.fitting.evaluate import evaluate, head_region
     from headrep.fitting.synthetic import start_at_truth
 
@@ -248,6 +249,20 @@ def test_per_frame_silhouette_counts_match_a_shifted_mask(body, rgb_clip):
     # the depth varies over the head, so not quite a pure shift: measured 0.004 at most (IoU 0.87)
     assert np.abs(c[:, 0] / c[:, 1] - ref).max() < 0.01
     assert ref.max() < 0.97
+    # what the union holds beyond the intersection, split: the person's pixels left bare and the head's pixels
+    # outside the person, against the rolled mask's own (each ~half of 1 − IoU here)
+    assert (c[:, 2] + c[:, 3] == c[:, 1] - c[:, 0]).all()
+    union = ((person | moved) & region).sum((1, 2))
+    for k, ref_k in ((2, person & ~moved), (3, ~person & moved)):
+        share = (ref_k & region).sum((1, 2)) / union
+        assert share.min() > 0.01
+        assert np.abs(c[:, k] / c[:, 1] - share).max() < 0.01
+    # the head 6 % further away (back at its place sideways) covers less: pixels go missing, none are extra
+    f.params.tau[:, 0] -= 4 * z / (float(truth.focal) * R / side)
+    f.params.tau[:, 2] -= 0.06 * z
+    c = evaluate(f, per_frame=True)["silhouette_counts"]
+    # (measured: missing 0.086-0.090 of the union, extra 0.004 at most: the shrinking neck)
+    assert (c[:, 2] / c[:, 1]).min() > 0.05 and (c[:, 3] / c[:, 1]).max() < 0.01
 
 
 def _cut_through_the_crops(track):

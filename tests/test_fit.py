@@ -93,6 +93,38 @@ def test_dyn_correlation_counts_detail_where_the_truth_has_none(body):
     assert dyn_correlation(f, truth) == pytest.approx(expect, abs=0.01)
 
 
+def test_dyn_parts_split_a_fit_that_adds_a_shared_layer(body):
+    """dyn_parts on the truth's wrinkles plus a 0.1 mm layer along the rest normals on every frame: the layer is
+    all of what the frames share beyond the wrinkles' own mean, the varying parts are the truth's (correlation
+    1; off the wrinkles only their faint tail), and on the wrinkles' vertices the frames without them hold the layer alone
+    (float64 numpy from trimesh's normals for the expected values)."""
+    import trimesh
+
+    from headrep.fitting.synthetic import dyn_parts, rest_canonical
+    from headrep.model.meshops import vertex_normals
+
+    track, targets, truth, head = make_clip(body, T=6, resolution=64, levels=1, seed=0, wrinkles_signed=False)
+    f = Fitter(body, track, targets, FitConfig(resolution=64))
+    n = vertex_normals(rest_canonical(head, truth.betas), head.faces_t.long())
+    k = 1e-4
+    f.params.dynamic = (truth.dynamic.float() + k * n[None])[:, f.scene.face_idx].clone()
+    parts = dyn_parts(f, truth)
+    rest = rest_canonical(head, truth.betas).double().numpy()
+    nn = np.asarray(trimesh.Trimesh(rest, np.asarray(head.faces), process=False).vertex_normals)
+    face = np.asarray(head.face_mask)
+    y = (truth.dynamic.double().numpy()[:, face] * nn[face]).sum(-1) * 1e3    # the truth along the normals, mm
+    on = np.abs(y).max(0) > 0.05 * np.abs(y).max()
+    with_ = np.abs(y).max(1) > 0
+    assert with_.any() and not with_.all() and on.any() and not on.all()
+    rms = lambda x: np.sqrt(np.mean(x ** 2))  # noqa: E731
+    assert parts["shared"] == pytest.approx(rms(y.mean(0) + 0.1), abs=2e-3)
+    assert parts["on_without"] == pytest.approx(0.1, abs=1e-4)
+    assert parts["on_with"] == pytest.approx(rms(y[with_][:, on] + 0.1), abs=2e-3)
+    assert parts["true_on_with"] == pytest.approx(rms(y[with_][:, on]), abs=2e-3)
+    assert parts["varying_off"] == pytest.approx(rms((y - y.mean(0))[:, ~on]), abs=1e-3)  # the truth's faint tail
+    assert parts["varying_correlation"] == pytest.approx(1.0, abs=1e-5)
+
+
 @pytest.mark.slow
 def test_offsets_recover_detail_on_synthetic_truth(expressive_clip, expressive_fits):
     track, targets, truth, head = expressive_clip

@@ -36,14 +36,16 @@ def evaluate(fitter, offsets: bool = True, batch: int = 16, per_frame: bool = Fa
     error (degrees) and scale-shift-invariant depth error on the target mask; with observations the
     head-region silhouette IoU (person mask > 0.5 vs coverage > 0.5 above the chin) and, with the photometric
     term, the mean L1 colour error over visible skin (0-1 units). ``per_frame``: also "silhouette_counts", each
-    frame's (intersection, union) pixel counts [T,2] (zero where the IoU does not count the frame)."""
+    frame's (intersection, union, missing, extra) pixel counts [T,4] (zero where the IoU does not count the
+    frame): missing, the person's pixels the head does not cover (hair the mesh lacks); extra, the head's
+    pixels outside the person (union − intersection = missing + extra)."""
     from headrep.fitting.detail import photometric_residual, render_step
     from headrep.fitting.targets import angular_normal_error, scale_shift_invariant_depth_error
 
     scene, P, tg, obs = fitter.scene, fitter.params, fitter.targets, fitter.obs
     sums = {"nme": 0.0, "ang": 0.0, "dep": 0.0, "pho": 0.0, "pho_n": 0.0}
     n_frames = 0
-    counts = np.zeros((scene.T, 2))
+    counts = np.zeros((scene.T, 4))
     for s in range(0, scene.T, batch):
         idx = torch.arange(s, min(s + batch, scene.T))
         valid = fitter.valid_t[idx]
@@ -71,13 +73,15 @@ def evaluate(fitter, offsets: bool = True, batch: int = 16, per_frame: bool = Fa
                 cover = maps["mask"][pos].numpy() > 0.5
                 counts[keep, 0] = (person & cover & region).sum((1, 2))
                 counts[keep, 1] = ((person | cover) & region).sum((1, 2))
+                counts[keep, 2] = (person & ~cover & region).sum((1, 2))
+                counts[keep, 3] = (~person & cover & region).sum((1, 2))
             if "photometric" in fitter.terms and fitter.appearance_ready:  # albedo and lights fitted
                 _, res, w = photometric_residual(fitter, idx, maps, p["light"])
                 sums["pho"] += float((res.abs().mean(-1) * w).sum())
                 sums["pho_n"] += float(w.sum())
         n_frames += int(valid.sum())
     nan = float("nan")
-    inter, union = counts.sum(0)
+    inter, union = counts.sum(0)[:2]
     out = {"landmark_nme": sums["nme"] / n_frames,
            "normal_deg": sums["ang"] / n_frames if tg is not None else nan,
            "depth_ssi": sums["dep"] / n_frames if tg is not None and getattr(tg, "has_depth", True) else nan,

@@ -66,10 +66,15 @@ def rest_canonical(head: DenseHead, betas: torch.Tensor) -> torch.Tensor:
                 torch.zeros(1, NUM_JOINTS, 3)).canonical[0]
 
 
-def _smooth_track(T: int, k: int, g: torch.Generator) -> torch.Tensor:
-    """[T,k] standard-normal keyframes every ~4 frames, cosine-interpolated: motion like a video's."""
-    keys = torch.randn(max(2, T // 4 + 2), k, generator=g)
-    x = torch.linspace(0, len(keys) - 1.001, T)
+def _smooth_track(T: int, k: int, g: torch.Generator, key_every: float | None = None) -> torch.Tensor:
+    """[T,k] standard-normal keyframes, cosine-interpolated: ``key_every`` frames apart (None: T // 4 + 2 keys
+    over the clip, ~2.3 frames apart on 8 frames: a few frames that sample a video sparsely)."""
+    if key_every is None:
+        keys = torch.randn(max(2, T // 4 + 2), k, generator=g)
+        x = torch.linspace(0, len(keys) - 1.001, T)
+    else:
+        keys = torch.randn(int(np.ceil((T - 1) / key_every)) + 2, k, generator=g)
+        x = torch.arange(T, dtype=torch.float32) / key_every
     i = x.floor().long()
     w = (1 - torch.cos(np.pi * (x - i)))[:, None] / 2
     return keys[i] * (1 - w) + keys[i + 1] * w
@@ -142,21 +147,21 @@ def albedo_field(head: DenseHead, canonical: torch.Tensor, seed: int = 0) -> tor
     return alb.clamp(0, 1)
 
 
-def lights(T: int, g: torch.Generator) -> torch.Tensor:
+def lights(T: int, g: torch.Generator, key_every: float | None = None) -> torch.Tensor:
     """Per-frame SH lights [T,9,3]: a slightly warm ambient term and a key light that moves over the clip."""
     from headrep.render import neutral_light
 
     L = neutral_light(T, 3) * torch.tensor([0.75, 0.71, 0.69])[None, None]
-    d = 0.12 * _smooth_track(T, 3, g)
+    d = 0.12 * _smooth_track(T, 3, g, key_every)
     L[:, 1:4] = (d + torch.tensor([0.15, -0.3, -0.25])[None]) [:, :, None] * torch.tensor([1.0, 0.97, 0.95])[None, None]
-    L[:, 4:] = 0.05 * _smooth_track(T, 5, g)[:, :, None]
+    L[:, 4:] = 0.05 * _smooth_track(T, 5, g, key_every)[:, :, None]
     return L
 
 
 def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 1, seed: int = 0,
               expressive: bool = True, static_mm: float = 2.0, wrinkle_mm: float = 2.5, wrinkles_signed: bool = True,
               image_size=(360, 640), ctx=None, rgb: bool = False, hair_mm: float = 15.0,
-              expression_amplitude: float = 1.0):
+              expression_amplitude: float = 1.0, key_every: float | None = None):
     """A synthetic clip: (track, targets, truth, head).
 
     ``rgb=True`` also renders what a camera would see, so a fit can use the silhouette and photometric terms
@@ -174,10 +179,10 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
     pose = torch.zeros(T, 55, 3)
     if expressive:
         k = min(6, body.num_expression)
-        expression[:, :k] = expression_amplitude * _smooth_track(T, k, g)
-        pose[:, 22, 0] = 0.08 * (1 + _smooth_track(T, 1, g)[:, 0]).clamp(0, 2)
-    pose[:, 12] = 0.08 * _smooth_track(T, 3, g)
-    pose[:, 0] = 0.05 * _smooth_track(T, 3, g)
+        expression[:, :k] = expression_amplitude * _smooth_track(T, k, g, key_every)
+        pose[:, 22, 0] = 0.08 * (1 + _smooth_track(T, 1, g, key_every)[:, 0]).clamp(0, 2)
+    pose[:, 12] = 0.08 * _smooth_track(T, 3, g, key_every)
+    pose[:, 0] = 0.05 * _smooth_track(T, 3, g, key_every)
     with torch.no_grad():
         canonical = rest_canonical(head, betas)
         face = torch.as_tensor(head.face_mask)
@@ -193,7 +198,7 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
         # expression detail: forehead wrinkles whose depth follows brow raising (expression 3 on the stand-in)
         # signed and zero-mean over the clip, like a corrective that follows an expression coefficient: what
         # every frame shares is identity (D_static), what varies is expression (D_dyn)
-        s = _smooth_track(T, 1, g)[:, 0]
+        s = _smooth_track(T, 1, g, key_every)[:, 0]
         if not expressive:
             s = torch.zeros(T)
         elif wrinkles_signed:
@@ -249,19 +254,20 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
                                depth=maps["depth"].numpy().astype(np.float32), mask=mask.numpy())
     truth = Truth(betas[0], expression, pose, transl, static, dynamic, verts_cam, focal)
     if rgb:
-        _render_rgb(track, truth, head, canonical, cams, ctx, seed, g)
+        _render_rgb(track, truth, head, canonical, cams, ctx, seed, g, key_every)
     return track, targets, truth, head
 
 
 @torch.no_grad()
-def _render_rgb(track, truth, head, canonical, cams, ctx, seed: int, g: torch.Generator) -> None:
+def _render_rgb(track, truth, head, canonical, cams, ctx, seed: int, g: torch.Generator,
+                key_every: float | None = None) -> None:
     """Shade the true mesh with a true albedo and lights into ``track.crops``; the masks into truth.extra."""
     from headrep.fitting.observe import Observations, silhouette_rows, skin_mask
     from headrep.render import shading
 
     T, R = truth.vertices_cam.shape[0], track.resolution
     albedo = albedo_field(head, canonical, seed)
-    light = lights(T, g)
+    light = lights(T, g, key_every)
     m = render_maps(ctx, truth.vertices_cam, head.faces_t, cams, attributes={"albedo": albedo})
     rgb = (m["albedo"] * shading(m["normal"], light)).clamp(0, 1)
     cover = m["mask"].clamp(0, 1)[..., None]
@@ -311,12 +317,8 @@ def face_errors_mm(pred_cam: torch.Tensor, truth_cam: torch.Tensor, face_mask) -
 
 
 @torch.no_grad()
-def dyn_correlation(fitter, truth: Truth) -> float:
-    """Correlation of a fit's D_dyn with the truth's along the true head's rest normals (the direction the
-    clip's wrinkles take, and the component an image shows), over the face region and every frame: the fit's
-    D_dyn away from the wrinkles and on the frames without them counts too. (Until this round the direction
-    was each frame's true offset's, zero wherever and whenever the truth had none, and so was the fit's
-    counted D_dyn there: the benchmark clip's fit read 0.58 that way and reads 0.25 this way.)"""
+def _dyn_along_normals(fitter, truth: Truth) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fit, truth) D_dyn along the true head's rest normals, face vertices, every frame [T,F] (metres)."""
     from headrep.model.meshops import vertex_normals
 
     head = fitter.scene.head
@@ -325,8 +327,37 @@ def dyn_correlation(fitter, truth: Truth) -> float:
     true = truth.dynamic[:, face].float()
     dyn = torch.zeros(true.shape[0], head.num_vertices, 3).index_copy(1, fitter.scene.face_idx,
                                                                         fitter.params.dynamic)[:, face]
-    pair = torch.stack([(dyn * n).sum(-1).reshape(-1), (true * n).sum(-1).reshape(-1)])
-    return float(torch.corrcoef(pair)[0, 1])
+    return (dyn * n).sum(-1), (true * n).sum(-1)
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.corrcoef(torch.stack([a.reshape(-1), b.reshape(-1)]))[0, 1])
+
+
+def dyn_correlation(fitter, truth: Truth) -> float:
+    """Correlation of a fit's D_dyn with the truth's along the true head's rest normals (the direction the
+    clip's wrinkles take, and the component an image shows), over the face region and every frame: the fit's
+    D_dyn away from the wrinkles and on the frames without them counts too. (Until this round the direction
+    was each frame's true offset's, zero wherever and whenever the truth had none, and so was the fit's
+    counted D_dyn there: the benchmark clip's fit read 0.58 that way and reads 0.25 this way.)"""
+    return _corr(*_dyn_along_normals(fitter, truth))
+
+
+def dyn_parts(fitter, truth: Truth) -> dict:
+    """Where a fit's D_dyn (along the true rest normals, face) goes, in mm rms, against the truth's wrinkles:
+    "shared", its per-vertex mean over the frames (what every frame shares, which the design puts in D_static);
+    the rest ("varying") off the wrinkles' vertices ("varying_off"), and the whole of it on them (where the
+    truth reaches 5 % of its deepest) in the frames with and without wrinkles ("on_with", "on_without"; the truth's: "true_on_with"); "varying_correlation", the correlation of
+    the two varying parts (the split into D_static and D_dyn of what all frames share is a convention; this
+    part is not)."""
+    fit, true = _dyn_along_normals(fitter, truth)
+    on = true.abs().amax(0) > 0.05 * true.abs().max()   # the vertices the wrinkles reach
+    with_ = true.abs().amax(1) > 0           # the frames that have them
+    vf, vt = fit - fit.mean(0), true - true.mean(0)
+    rms = lambda x: float(x.pow(2).mean().sqrt() * 1e3) if x.numel() else float("nan")  # noqa: E731
+    return {"shared": rms(fit.mean(0)), "varying_off": rms(vf[:, ~on]), "on_with": rms(fit[with_][:, on]),
+            "on_without": rms(fit[~with_][:, on]), "true_on_with": rms(true[with_][:, on]),
+            "varying_correlation": _corr(vf, vt)}
 
 
 @torch.no_grad()
