@@ -107,7 +107,11 @@ class FitConfig:
     w_albedo_lap: float = 1e-2       # albedo smoothness on the mesh (no shading baked into it)
     w_light_smooth: float = 1e-2     # per-frame lights change slowly
     w_light_white: float = 1e-3      # lights close to white (colour belongs to the albedo)
-    lr_albedo: float = 1e-2
+    lr_albedo: float = 1e-3          # slower than the geometry: shading that comes and goes must reach D_dyn
+                                     # before the albedo cancels it (1e-2: the synthetic clip's geometry kept
+                                     # its wrinkles on every frame and the albedo held their shading reversed,
+                                     # gain -1.14 on the wrinkle pattern; here 0.00, 0.31 and 0.29 on the
+                                     # three clips; WolfgangLanger NME and IoU unchanged)
     lr_light: float = 1e-2
     occluded_frame: float = 0.7      # a frame whose face oval is covered more than this is left out (interpolated)
 
