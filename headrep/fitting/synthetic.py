@@ -168,7 +168,9 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
     without any normal targets: hair-like volume ``hair_mm`` on the scalp (in D_static), a spatially varying
     albedo and per-frame SH lights; ``track.crops`` are the shaded images (uint8, on a grey background),
     ``truth.extra["observations"]`` the masks a real video gives (person = the true coverage; skin from the
-    landmarks as for a video), and ``truth.extra`` the true albedo [Nd,3] and lights [T,9,3]."""
+    landmarks as for a video), and ``truth.extra`` the true albedo [Nd,3] and lights [T,9,3]. ``key_every``:
+    frames between the keyframes of the expression, pose, wrinkles and lights (None: ~2.3 on 8 frames, a video
+    sampled sparsely; 6 on 24 frames moves more like a video)."""
     g = torch.Generator().manual_seed(seed)
     head = DenseHead(body, levels=levels)
     ctx = ctx or get_context("cpu")
