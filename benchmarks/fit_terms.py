@@ -16,18 +16,18 @@ not the appearance refit).
 Synthetic (`make_clip(..., rgb=True)`: known albedo, per-frame SH lights, hair volume in D_static, forehead
 wrinkles in D_dyn that come and go), fitted from the images, masks and landmarks only, with every default
 term: the "normals" are MediaPipe-mesh targets rendered from the clip's 478 landmarks (x, y and MediaPipe's
-relative z), as a real fit makes them, never the true normals. Reported: face error after per-frame
-similarity alignment, D_dyn correlation with the truth (normal component, face) and where the fit's D_dyn goes
-(`synthetic.dyn_parts`: shared by all frames, varying off the wrinkles, on the wrinkles' vertices in the frames
-with and without them), the scalp's D_static error
-with and without the silhouette term (per vertex over the whole scalp, and as the distance from the true
-outline a frontal video sees to the fitted surface, also with the fit scaled about the camera to the face's
-true depth), albedo error (per-channel gain aligned), the share of the wrinkles'
-shading energy that went into the albedo (a second clip without wrinkles, same seed: the albedo difference
-projected on the wrinkles' own shading change, on the face; its gain squared, of either sign), and the first two again without the landmark-mesh
-targets (images alone) and with the opt-in penalty on D_dyn's smooth part (`w_dyn_low` 3; a row of the real
-videos' table too). Where the face error lives (`synthetic.face_error_by_part`): the head posed by its jaw
-alone, then with the identity (β, D_static) or the expression (ψ, jaw, D_dyn) replaced by the truth's.
+relative z), as a real fit makes them, never the true normals. Reported: face error after per-frame similarity
+alignment, D_dyn correlation with the truth (normal component, face) and where the fit's D_dyn goes
+(`synthetic.dyn_parts`: shared by all frames, varying off the wrinkles, on the wrinkles' vertices in the
+frames with and without them), the scalp's D_static error with and without the silhouette term (per vertex
+over the whole scalp, and as the distance from the true outline a frontal video sees to the fitted surface,
+also with the fit scaled about the camera to the face's true depth), albedo error (per-channel gain aligned),
+the share of the wrinkles' shading energy that went into the albedo (a second clip without wrinkles, same
+seed: the albedo difference projected on the wrinkles' own shading change, on the face; its gain squared, of
+either sign), and the first two again without the landmark-mesh targets (images alone) and with the opt-in
+penalty on D_dyn's smooth part (`w_dyn_low` 3; a row of the real videos' table too). Where the face error
+lives (`synthetic.face_error_by_part`): the head posed by its jaw alone, then with the identity (β, D_static)
+or the expression (ψ, jaw, D_dyn) replaced by the truth's.
 
 The real videos' head IoU is also split by head roll: frames whose eye line turns more than TILT_DEG from the
 clip's median ("tilted") against the rest ("level"). Long hair hangs while the head tilts, and the static hair

@@ -96,8 +96,8 @@ def test_dyn_correlation_counts_detail_where_the_truth_has_none(body):
 def test_dyn_parts_split_a_fit_that_adds_a_shared_layer(body):
     """dyn_parts on the truth's wrinkles plus a 0.1 mm layer along the rest normals on every frame: the layer is
     all of what the frames share beyond the wrinkles' own mean, the varying parts are the truth's (correlation
-    1; off the wrinkles only their faint tail), and on the wrinkles' vertices the frames without them hold the layer alone
-    (float64 numpy from trimesh's normals for the expected values)."""
+    1; off the wrinkles only their faint tail), and on the wrinkles' vertices the frames without them hold the
+    layer alone (float64 numpy from trimesh's normals for the expected values)."""
     import trimesh
 
     from headrep.fitting.synthetic import dyn_parts, rest_canonical
@@ -105,12 +105,12 @@ def test_dyn_parts_split_a_fit_that_adds_a_shared_layer(body):
 
     track, targets, truth, head = make_clip(body, T=6, resolution=64, levels=1, seed=0, wrinkles_signed=False)
     f = Fitter(body, track, targets, FitConfig(resolution=64))
-    n = vertex_normals(rest_canonical(head, truth.betas), head.faces_t.long())
+    rest = rest_canonical(head, truth.betas)
+    n = vertex_normals(rest, head.faces_t.long())
     k = 1e-4
     f.params.dynamic = (truth.dynamic.float() + k * n[None])[:, f.scene.face_idx].clone()
     parts = dyn_parts(f, truth)
-    rest = rest_canonical(head, truth.betas).double().numpy()
-    nn = np.asarray(trimesh.Trimesh(rest, np.asarray(head.faces), process=False).vertex_normals)
+    nn = np.asarray(trimesh.Trimesh(rest.double().numpy(), np.asarray(head.faces), process=False).vertex_normals)
     face = np.asarray(head.face_mask)
     y = (truth.dynamic.double().numpy()[:, face] * nn[face]).sum(-1) * 1e3    # the truth along the normals, mm
     on = np.abs(y).max(0) > 0.05 * np.abs(y).max()

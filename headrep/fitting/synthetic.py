@@ -349,9 +349,9 @@ def dyn_parts(fitter, truth: Truth) -> dict:
     """Where a fit's D_dyn (along the true rest normals, face) goes, in mm rms, against the truth's wrinkles:
     "shared", its per-vertex mean over the frames (what every frame shares, which the design puts in D_static);
     the rest ("varying") off the wrinkles' vertices ("varying_off"), and the whole of it on them (where the
-    truth reaches 5 % of its deepest) in the frames with and without wrinkles ("on_with", "on_without"; the truth's: "true_on_with"); "varying_correlation", the correlation of
-    the two varying parts (the split into D_static and D_dyn of what all frames share is a convention; this
-    part is not)."""
+    truth reaches 5 % of its deepest) in the frames with and without wrinkles ("on_with", "on_without"; the
+    truth's: "true_on_with"); "varying_correlation", the correlation of the two varying parts (the split into
+    D_static and D_dyn of what all frames share is a convention; this part is not)."""
     fit, true = _dyn_along_normals(fitter, truth)
     on = true.abs().amax(0) > 0.05 * true.abs().max()   # the vertices the wrinkles reach
     with_ = true.abs().amax(1) > 0           # the frames that have them
