@@ -70,6 +70,35 @@ def test_base_is_the_head_posed_without_its_dynamic_offsets(body):
     assert head(p["betas"], p["expression"], p["pose"], p["transl"], static, dyn).base is None
 
 
+def test_hanging_hair_keeps_its_direction_while_the_head_rolls_and_turns_with_its_yaw(body):
+    """hair_hangs: a global roll (about the viewing axis) turns the head and with it the offsets of vertices
+    that do not hang (h = 0: the face, the crown), while an offset that hangs fully (h = 1) keeps its rest
+    direction; a blend h in (0,1) is h·d + (1−h)·R·d (by hand). A global yaw turns every offset, hanging or
+    not, as without hanging (the test above); with the flag off nothing hangs."""
+    hanging = DenseHead(body, levels=1, hair_hangs=True)
+    h = hanging.hang_weights
+    face = torch.as_tensor(hanging.face_mask)
+    assert float(h[face].abs().max()) == 0.0 and float(h.max()) == 1.0
+    y = hanging(*[body.zero_params(1)[k] for k in ("betas", "expression", "pose")]).vertices[0, :, 1]
+    assert float(y[h == 1].max()) < float(y[face].mean()) < float(y[h == 0].max())  # it hangs below the face
+    d = torch.zeros(hanging.num_vertices, 3)
+    d[:, 0] = 0.01
+    for angle, axis, turns in ((0.3, 2, False), (0.4, 1, True)):   # roll, then yaw
+        p = body.zero_params(1)
+        p["pose"][0, 0, axis] = angle
+        bare = hanging(p["betas"], p["expression"], p["pose"]).vertices[0]
+        delta = (hanging(p["betas"], p["expression"], p["pose"], static_offsets=d).vertices[0] - bare).double()
+        c, s = np.cos(angle), np.sin(angle)
+        rotated = torch.tensor([0.01 * c, 0.01 * s, 0.0] if axis == 2 else [0.01 * c, 0.0, -0.01 * s],
+                               dtype=torch.float64)
+        hh = h.double()[:, None]
+        want = rotated if turns else hh * torch.tensor([0.01, 0.0, 0.0], dtype=torch.float64) + (1 - hh) * rotated
+        assert torch.allclose(delta, want.expand_as(delta), atol=1e-6)
+        flat = DenseHead(body, levels=1)
+        moved = flat(p["betas"], p["expression"], p["pose"], static_offsets=d).vertices[0] - bare
+        assert torch.allclose(moved.double(), rotated.expand_as(moved), atol=1e-6)
+
+
 def test_rejects_bad_levels(body):
     with pytest.raises(ValueError):
         DenseHead(body, levels=3)

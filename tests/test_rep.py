@@ -65,7 +65,7 @@ def test_save_load_round_trip(rep, saved):
     assert set(meta["model"]) >= {"model_path", "model_sha256", "standin", "model_name", "num_betas",
                                   "num_expression"}
     assert meta["model"]["standin"] is True and back.is_standin
-    assert set(meta["topology"]) == {"levels", "hash", "num_dense", "num_face_vertices"}
+    assert set(meta["topology"]) == {"levels", "hash", "num_dense", "num_face_vertices", "hair_hangs"}
     assert meta["topology"]["hash"] == back.head.topology.hash()
     assert {"seed", "stats"} <= set(meta["fit"])
     assert set(meta["versions"]) >= {"headrep", "torch", "smplx", "numpy", "python"}
@@ -273,6 +273,30 @@ def test_load_topology_mismatch(saved, tmp_path):
     (d / JSON_FILE).write_text(json.dumps(meta))
     with pytest.raises(HeadrepError, match="dense topology"):
         HeadRep.load(d)
+
+
+def test_hanging_hair_is_recorded_and_a_rep_from_before_poses_as_it_was_made(body, head, rep, tmp_path):
+    """A rep made with hanging hair records it and loads posing the same vertices; the same files without the
+    record (a rep written before hanging hair) pose D_static with the head everywhere, as the head without
+    the flag does (vertices against a direct computation with each head)."""
+    from headrep.model import DenseHead
+
+    hanging = DenseHead(body, levels=head.levels, hair_hangs=True)
+    t = dict(rep.tensors)
+    t["static_offsets"] = 0.01 * torch.ones_like(t["static_offsets"])
+    made = HeadRep.create(body, hanging, t, rep.source, 96, {})
+    path = made.save(tmp_path / "hangs.rep")
+    back = HeadRep.load(path)
+    assert back.meta["topology"]["hair_hangs"] is True and back.head.hair_hangs
+    assert torch.allclose(back.vertices(), made.vertices(), atol=1e-7)
+    meta = json.loads((path / JSON_FILE).read_text())
+    del meta["topology"]["hair_hangs"]
+    (path / JSON_FILE).write_text(json.dumps(meta))
+    old = HeadRep.load(path)
+    assert not old.head.hair_hangs
+    want = HeadRep.create(body, head, t, rep.source, 96, {}).vertices()
+    assert torch.allclose(old.vertices(), want, atol=1e-7)
+    assert (old.vertices() - back.vertices()).abs().max() > 1e-3  # the frames' head turns: hanging differs
 
 
 # --- create / save ------------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ class FitConfig:
     subdiv: int = 1                  # dense upsampling levels of U
     seed: int = 0
     offsets: bool = True             # False: the SMPL-X-only ablation (no D_static, no D_dyn)
+    hair_hangs: bool = True          # D_static below the ears turns with the head's yaw only (see
+                                     # headrep.model.head; recorded in the rep)
     coarse_steps: int = 300
     detail_epochs: int = 12          # 0: stop after the coarse stage (landmarks only)
     window: int = 8                  # consecutive frames per detail step

@@ -74,7 +74,7 @@ class Fitter:
 
             self.images = to_channels(track.crops, observations.grayscale)
         torch.manual_seed(self.cfg.seed)
-        head = DenseHead(body, levels=self.cfg.subdiv)
+        head = DenseHead(body, levels=self.cfg.subdiv, hair_hangs=self.cfg.hair_hangs)
         self.scene = Scene(body, head, track, self.cfg.contour_weight, ctx or get_context("cpu"))
         H, W = self.scene.image_size
         self.params = FitParams(self.scene.T, body.num_betas, body.num_expression, head.num_vertices,

@@ -14,6 +14,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from headrep.fitting.config import FitConfig
 from headrep.model import NUM_JOINTS, NUM_MP_POINTS, BodyModel, DenseHead, to_camera
 from headrep.rep import HeadRep
 from headrep.render import get_context
@@ -161,7 +162,7 @@ def lights(T: int, g: torch.Generator, key_every: float | None = None) -> torch.
 def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 1, seed: int = 0,
               expressive: bool = True, static_mm: float = 2.0, wrinkle_mm: float = 2.5, wrinkles_signed: bool = True,
               image_size=(360, 640), ctx=None, rgb: bool = False, hair_mm: float = 15.0,
-              expression_amplitude: float = 1.0, key_every: float | None = None):
+              expression_amplitude: float = 1.0, key_every: float | None = None, hair_hangs: bool | None = None):
     """A synthetic clip: (track, targets, truth, head).
 
     ``rgb=True`` also renders what a camera would see, so a fit can use the silhouette and photometric terms
@@ -170,9 +171,10 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
     ``truth.extra["observations"]`` the masks a real video gives (person = the true coverage; skin from the
     landmarks as for a video), and ``truth.extra`` the true albedo [Nd,3] and lights [T,9,3]. ``key_every``:
     frames between the keyframes of the expression, pose, wrinkles and lights (None: ~2.3 on 8 frames, a video
-    sampled sparsely; 6 on 24 frames moves more like a video)."""
+    sampled sparsely; 6 on 24 frames moves more like a video). ``hair_hangs``: how the true head poses D_static
+    below the ears (None: as a fit does by default, FitConfig.hair_hangs)."""
     g = torch.Generator().manual_seed(seed)
-    head = DenseHead(body, levels=levels)
+    head = DenseHead(body, levels=levels, hair_hangs=FitConfig.hair_hangs if hair_hangs is None else hair_hangs)
     ctx = ctx or get_context("cpu")
     H, W = image_size
     focal = 1.5 * max(H, W)

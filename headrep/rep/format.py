@@ -429,7 +429,7 @@ class HeadRep:
             "format": FORMAT, "version": VERSION, "created": _utc_now(),
             "source": src, "resolution": resolution, "model": body.provenance(),
             "topology": {"levels": int(head.levels), "hash": head.topology.hash(), "num_dense": int(Nd),
-                         "num_face_vertices": Nf},
+                         "num_face_vertices": Nf, "hair_hangs": bool(getattr(head, "hair_hangs", False))},
             "fit": fit, "versions": versions(),
             "frames": {"count": T, "valid": int(t["valid"].sum())},
         }
@@ -497,7 +497,9 @@ class HeadRep:
         if body.num_betas != dims["nb"] or body.num_expression != dims["ne"]:
             raise HeadrepError(f"{where}: model {mpath} gives {body.num_betas} betas / {body.num_expression} "
                                f"expression coefficients, the rep has {dims['nb']} / {dims['ne']}")
-        head = DenseHead(body, levels=int(meta["topology"]["levels"]))
+        # a rep from before hanging hair poses its D_static with the head everywhere
+        head = DenseHead(body, levels=int(meta["topology"]["levels"]),
+                         hair_hangs=bool(meta["topology"].get("hair_hangs", False)))
         if head.num_vertices != dims["Nd"] or head.topology.hash() != meta["topology"]["hash"]:
             raise HeadrepError(f"{where}: the dense topology rebuilt from {mpath} at levels="
                                f"{meta['topology']['levels']} ({head.num_vertices} vertices, hash "
