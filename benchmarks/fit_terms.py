@@ -25,7 +25,9 @@ also with the fit scaled about the camera to the face's true depth), albedo erro
 the share of the wrinkles' shading energy that went into the albedo (a second clip without wrinkles, same
 seed: the albedo difference projected on the wrinkles' own shading change, on the face; its gain squared, of
 either sign), and the first two again without the landmark-mesh targets (images alone) and with the opt-in
-penalty on D_dyn's smooth part (`w_dyn_low` 3; a row of the real videos' table too). Where the face error
+penalty on D_dyn's smooth part (`w_dyn_low` 3; a row of the real videos' table too) and with the opt-in
+low-rank prior on each window's D_dyn in place of its temporal smoothness (`w_dyn_rank` 0.01, `w_dyn_smooth`
+0: the sparse 8-frame clip's wrinkles come and go between neighbouring frames). Where the face error
 lives (`synthetic.face_error_by_part`): the head posed by its jaw alone, then with the identity (β, D_static)
 or the expression (ψ, jaw, D_dyn) replaced by the truth's.
 
@@ -62,6 +64,7 @@ REFIT_LR_ALBEDO = 1e-2
 ALL = "landmarks,normals,silhouette,photometric"
 #: (label, terms, FitConfig overrides): the default rows, then the opt-in penalty on D_dyn's smooth part
 SMOOTH_DYN = {"w_dyn_low": 3.0}
+LOW_RANK_DYN = {"w_dyn_rank": 0.01, "w_dyn_smooth": 0.0}
 ROWS = (("landmarks only", "landmarks", {}), ("+ MediaPipe normals", "landmarks,normals", {}),
         ("+ silhouette", "landmarks,normals,silhouette", {}), ("+ photometric (all)", ALL, {}),
         ("all + w_dyn_low 3", ALL, SMOOTH_DYN))
@@ -280,6 +283,7 @@ def synthetic(args) -> dict:
     f_plain, _ = fit(plain, ALL)
     f_images, _ = fit(clip, "landmarks,silhouette,photometric")
     f_smooth, _ = fit(clip, ALL, **SMOOTH_DYN)
+    f_rank, _ = fit(clip, ALL, **LOW_RANK_DYN)
     cams = {"with": camera_vertices(f_all), "without": camera_vertices(f_nosil)}  # each computed once
     res["face_error_mm"], res["dyn_correlation"] = face_and_dyn(f_all, cams["with"])
     # where the fit's D_dyn goes against the truth's wrinkles (what the correlation loses, mm rms)
@@ -289,6 +293,7 @@ def synthetic(args) -> dict:
     res["face_error_mm_true_identity"], res["face_error_mm_true_expression"] = parts["identity"], parts["expression"]
     res["face_error_mm_images_only"], res["dyn_correlation_images_only"] = face_and_dyn(f_images)
     res["face_error_mm_w_dyn_low"], res["dyn_correlation_w_dyn_low"] = face_and_dyn(f_smooth)
+    res["face_error_mm_w_dyn_rank"], res["dyn_correlation_w_dyn_rank"] = face_and_dyn(f_rank)
     scalp = (~face) & (truth.static.norm(dim=-1) > 3e-3)
     outline = outline_points(truth, head, scalp, f_all.scene.crop_cameras(torch.arange(T), float(truth.focal)))
     for k, f in (("with", f_all), ("without", f_nosil)):

@@ -433,6 +433,32 @@ def _fit(body, clip, terms, **kw):
     return f, res
 
 
+def test_nuclear_norm_against_numpy_and_prefers_one_pattern_to_per_frame_noise():
+    """losses.nuclear_norm = Σ sqrt(σ² + eps²) − eps over the singular values σ of the [B, rest] matrix over
+    sqrt(numel): against numpy's float64 SVD on a random field; by hand, one pattern p scaled by a_t in frame t
+    has the single σ = |a|·|p| (so its value is the field's rms over the window); and B random fields of the
+    same rms cost about sqrt(B) times as much (σ ≈ rms each, for rest ≫ B)."""
+    from headrep.fitting.losses import nuclear_norm
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 500, 3, generator=g, dtype=torch.float64)
+    s = np.linalg.svd(x.reshape(6, -1).numpy(), compute_uv=False) / np.sqrt(x.numel())
+    for eps in (0.0, 1e-3, 0.5):
+        want = (np.sqrt(s ** 2 + eps ** 2) - eps).sum()
+        assert abs(float(nuclear_norm(x, eps)) - want) < 1e-9 * want
+    p = torch.randn(500, 3, generator=g, dtype=torch.float64)
+    a = torch.tensor([0.0, 0.5, 1.0, 2.0, 1.0, 0.0], dtype=torch.float64)
+    one = a[:, None, None] * p[None]
+    rms = float(one.pow(2).mean().sqrt())
+    assert abs(float(nuclear_norm(one, 0.0)) - rms) < 1e-9
+    noise = torch.randn(6, 500, 3, generator=g, dtype=torch.float64)
+    noise = noise * rms / noise.pow(2).mean().sqrt()
+    assert 0.85 * np.sqrt(6) * rms < float(nuclear_norm(noise, 0.0)) < np.sqrt(6) * rms + 1e-9
+    z = torch.zeros(4, 10, 3, requires_grad=True)
+    nuclear_norm(z).backward()     # defined (zero) at a window without offsets
+    assert torch.isfinite(z.grad).all() and float(z.grad.abs().max()) == 0.0
+
+
 @pytest.mark.slow
 def test_silhouette_and_photometric_fit_from_images_only(body, rgb_clip):
     """Fitted from the images, masks and landmarks alone (no normal targets): the silhouette term grows the

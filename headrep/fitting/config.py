@@ -81,6 +81,12 @@ class FitConfig:
     dyn_low_iterations: int = 4      # base-mesh averaging steps: what spreads wider than ~4 base edges
     w_dyn_smooth: float = 1.0        # D_dyn changes little from one frame to the next (the wrinkles follow
                                      # the expression; per-frame image noise does not): mm² per frame pair
+    w_dyn_rank: float = 0.0          # the window's D_dyn as few patterns (nuclear norm, mm; see
+                                     # losses.nuclear_norm). Synthetic wrinkles, 0.01: started at the truth
+                                     # with all but D_dyn held there, correlation 0.52 -> 0.76 (no temporal
+                                     # smoothness); from scratch 0.22 -> 0.38 with w_dyn_smooth 0 on the
+                                     # sparse 8-frame clip, 0.18 -> 0.27 with it on a 24-frame clip; but
+                                     # WolfgangLanger NME 0.0133 -> 0.0137, single_face 0.0085 -> 0.0088: opt-in
     w_dyn_mean: float = 1e-2         # the window's mean D_dyn is shared geometry: it belongs in D_static
     static_init_mm: float = 0.5      # initial outward D_static outside the face
     checkpoint_every: int = 200

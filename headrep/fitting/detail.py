@@ -92,6 +92,12 @@ def term_dyn_smooth(s: Step) -> torch.Tensor:
     return losses.temporal_smoothness(1e3 * s.p["dynamic"])
 
 
+def term_dyn_rank(s: Step) -> torch.Tensor:
+    """The window's D_dyn as few patterns: a wrinkle that deepens and fades is one pattern whose depth
+    changes, the photometric noise a fit turns into D_dyn differs on every frame (losses.nuclear_norm)."""
+    return losses.nuclear_norm(1e3 * s.p["dynamic"])
+
+
 def term_dyn_mean(s: Step) -> torch.Tensor:
     """The window's mean D_dyn is shared geometry: it belongs in D_static."""
     return ((1e3 * s.p["dynamic"]).mean(0) ** 2).sum(-1).mean()
@@ -178,6 +184,7 @@ TERMS = {
     "dyn_lap": (term_dyn_lap, "w_dyn_lap", False, "offsets"),
     "dyn_low": (term_dyn_low, "w_dyn_low", False, "offsets"),
     "dyn_smooth": (term_dyn_smooth, "w_dyn_smooth", False, "offsets"),
+    "dyn_rank": (term_dyn_rank, "w_dyn_rank", False, "offsets"),
     "dyn_mean": (term_dyn_mean, "w_dyn_mean", False, "offsets"),
 }
 

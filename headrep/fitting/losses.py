@@ -64,6 +64,17 @@ def offset_norm(offsets_mm: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return ((offsets_mm ** 2).sum(-1) + eps ** 2).sqrt().mean()
 
 
+def nuclear_norm(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Sum of the singular values of x [B,...] as a B × (rest) matrix, over sqrt(x.numel()) (one pattern of rms
+    r in every frame counts r; B patterns that differ on each frame, each of rms r, count r·sqrt(B)), smoothed
+    at 0 (sqrt(σ² + eps²) − eps: a defined gradient where a window holds no offsets yet). Cheap for a few
+    patterns whose depth changes over the frames, dear for what differs on every frame: a low-rank prior, as
+    in robust PCA."""
+    M = x.reshape(x.shape[0], -1)
+    s = torch.linalg.svdvals(M) / M.numel() ** 0.5
+    return ((s ** 2 + eps ** 2).sqrt() - eps).sum()
+
+
 def offset_laplacian(L: torch.Tensor, offsets_mm: torch.Tensor) -> torch.Tensor:
     """Mean squared norm of L·D (mm²) for offsets [N,3] or [B,N,3]; L sparse [M,N]."""
     d = offsets_mm if offsets_mm.dim() == 3 else offsets_mm[None]
