@@ -8,8 +8,9 @@ D_static below the ears hangs: there its offset turns with the head's yaw only, 
 (long hair falls straight while the head tilts; a head whose hair turned with it swung the hair out on one
 side and left the other bare), blended in by a weight that grows from 0 to 1 downwards:
 
-    V_t += h · (R_yaw,t − R_t) · D_static        (R_t the vertex's skinning rotation, h ∈ [0,1]) This module composes
-`headrep.model.body` and `headrep.model.topology`; it holds no per-video state.
+    V_t += h · (R_yaw,t − R_t) · D_static        (R_t the vertex's skinning rotation, h ∈ [0,1])
+
+This module composes `headrep.model.body` and `headrep.model.topology`; it holds no per-video state.
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ class DenseHead(torch.nn.Module):
         shift = 0.0 if transl is None else transl[:, None]
         rest = None
         if base:
-            rest = verts if dynamic_offsets is None else skin(without, self.weights, out.transforms, blended=T) + hang
+            rest = verts if dynamic_offsets is None else (
+                skin(without, self.weights, out.transforms, blended=T) + hang)
             rest = rest + shift
         return DenseOutput(verts + shift, canonical, out, rest)
 
@@ -121,7 +123,8 @@ class DenseHead(torch.nn.Module):
         fwd = transforms[:, J_HEAD, :3, 2]
         yaw = torch.atan2(fwd[:, 0], fwd[:, 2])
         c, s, z, o = yaw.cos(), yaw.sin(), torch.zeros_like(yaw), torch.ones_like(yaw)
-        R_yaw = torch.stack([torch.stack([c, z, s], -1), torch.stack([z, o, z], -1), torch.stack([-s, z, c], -1)], -2)
+        R_yaw = torch.stack([torch.stack([c, z, s], -1), torch.stack([z, o, z], -1),
+                             torch.stack([-s, z, c], -1)], -2)
         d = static.expand(blended.shape[0], -1, -1)
         turned = torch.einsum("bij,bnj->bni", R_yaw, d) - torch.einsum("bnij,bnj->bni", blended[..., :3, :3], d)
         return self.hang_weights[None, :, None] * turned

@@ -429,7 +429,7 @@ class HeadRep:
             "format": FORMAT, "version": VERSION, "created": _utc_now(),
             "source": src, "resolution": resolution, "model": body.provenance(),
             "topology": {"levels": int(head.levels), "hash": head.topology.hash(), "num_dense": int(Nd),
-                         "num_face_vertices": Nf, "hair_hangs": bool(getattr(head, "hair_hangs", False))},
+                         "num_face_vertices": Nf, "hair_hangs": head.hair_hangs},
             "fit": fit, "versions": versions(),
             "frames": {"count": T, "valid": int(t["valid"].sum())},
         }
