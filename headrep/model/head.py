@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from headrep.model.body import BodyModel, blend_transforms, skin
+from headrep.model.body import BodyModel, axis_angle_to_matrix, blend_transforms, skin
 from headrep.model.constants import J_HEAD
 from headrep.model.topology import DenseTopology, build_dense_topology, largest_component, submesh
 
@@ -73,7 +73,8 @@ class DenseHead(torch.nn.Module):
         # offset there pushes an eyeball through its lids)
         self.surface_mask = largest_component(self.faces, self.num_vertices)
         self.hair_hangs = bool(hair_hangs)
-        self.register_buffer("hang_weights", self._hang_weights())
+        # a rest-pose forward of the body: only for a head whose hair hangs
+        self.register_buffer("hang_weights", self._hang_weights() if self.hair_hangs else None)
 
     def _hang_weights(self) -> torch.Tensor:
         """[Nd] how far each vertex's D_static hangs (see the module docstring): 0 on the face and down to
@@ -122,9 +123,8 @@ class DenseHead(torch.nn.Module):
         model's vertical axis that turns the head's forward axis (model z) as the head joint's does."""
         fwd = transforms[:, J_HEAD, :3, 2]
         yaw = torch.atan2(fwd[:, 0], fwd[:, 2])
-        c, s, z, o = yaw.cos(), yaw.sin(), torch.zeros_like(yaw), torch.ones_like(yaw)
-        R_yaw = torch.stack([torch.stack([c, z, s], -1), torch.stack([z, o, z], -1),
-                             torch.stack([-s, z, c], -1)], -2)
+        z = torch.zeros_like(yaw)
+        R_yaw = axis_angle_to_matrix(torch.stack([z, yaw, z], -1))
         d = static.expand(blended.shape[0], -1, -1)
         turned = torch.einsum("bij,bnj->bni", R_yaw, d) - torch.einsum("bnij,bnj->bni", blended[..., :3, :3], d)
         return self.hang_weights[None, :, None] * turned
