@@ -102,3 +102,33 @@ def test_hanging_hair_keeps_its_direction_while_the_head_rolls_and_turns_with_it
 def test_rejects_bad_levels(body):
     with pytest.raises(ValueError):
         DenseHead(body, levels=3)
+
+
+def test_hair_swing_turns_the_hanging_offsets_in_the_heads_yaw_frame(body):
+    """hair_swing S: a fully hanging offset d becomes R_yaw·S·d, a blended one h·R_yaw·S·d + (1−h)·R·d, and an
+    offset that does not hang (h = 0) ignores the swing. By hand: S a turn about the model's z (viewing) axis
+    by 0.2 rad after a yaw of 0.4 rad (R = R_yaw for a global yaw), d along x. A zero swing is no swing; a head
+    whose hair does not hang refuses one."""
+    hanging = DenseHead(body, levels=1, hair_hangs=True)
+    hh = hanging.hang_weights.double()[:, None]
+    p = body.zero_params(1)
+    yaw, roll = 0.4, 0.2
+    p["pose"][0, 0, 1] = yaw
+    d = torch.zeros(hanging.num_vertices, 3)
+    d[:, 0] = 0.01
+    swing = torch.tensor([[0.0, 0.0, roll]])
+    bare = hanging(p["betas"], p["expression"], p["pose"]).vertices[0]
+    delta = (hanging(p["betas"], p["expression"], p["pose"], static_offsets=d, hair_swing=swing).vertices[0]
+             - bare).double()
+    cy, sy, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(roll), np.sin(roll)
+    R_yaw = torch.tensor([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]], dtype=torch.float64)
+    S = torch.tensor([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]], dtype=torch.float64)
+    dd = torch.tensor([0.01, 0.0, 0.0], dtype=torch.float64)
+    want = hh * (R_yaw @ S @ dd) + (1 - hh) * (R_yaw @ dd)
+    assert torch.allclose(delta, want, atol=1e-6)
+    assert float((delta - (R_yaw @ dd)).norm(dim=-1).max()) > 1e-3          # the swing moved something
+    still = hanging(p["betas"], p["expression"], p["pose"], static_offsets=d).vertices
+    zero = hanging(p["betas"], p["expression"], p["pose"], static_offsets=d, hair_swing=torch.zeros(1, 3)).vertices
+    assert torch.allclose(still, zero, atol=1e-7)
+    with pytest.raises(ValueError, match="hangs"):
+        DenseHead(body, levels=1)(p["betas"], p["expression"], p["pose"], static_offsets=d, hair_swing=swing)

@@ -356,3 +356,40 @@ def test_failed_save_leaves_nothing(rep, tmp_path, monkeypatch):
         rep.save(tmp_path / "old.rep", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.rep"]
     assert {p.name: p.read_bytes() for p in (tmp_path / "old.rep").iterdir()} == before
+
+
+def test_hair_swing_is_saved_and_poses_the_frames_and_needs_hanging_hair(body, head, rep, tmp_path):
+    """A rep's hair_swing [T,3] round-trips and poses each frame as the head given that frame's swing (direct
+    computation); a rep without it poses like a zero swing; a swing on a head whose hair does not hang is
+    refused at create and at load."""
+    from headrep.model import DenseHead
+
+    hanging = DenseHead(body, levels=head.levels, hair_hangs=True)
+    t = dict(rep.tensors)
+    t["static_offsets"] = 0.01 * torch.ones_like(t["static_offsets"])
+    T = t["pose"].shape[0]
+    t["hair_swing"] = torch.linspace(-0.3, 0.3, T)[:, None] * torch.tensor([0.2, 0.3, 1.0])
+    path = HeadRep.create(body, hanging, t, rep.source, 96, {}).save(tmp_path / "swing.rep")
+    back = HeadRep.load(path)
+    assert torch.allclose(back.tensors["hair_swing"], t["hair_swing"])
+    with torch.no_grad():
+        want = hanging(t["betas"][None], t["expression"], t["pose"], transl=t["transl"],
+                       static_offsets=t["static_offsets"], dynamic_offsets=back.dynamic_offsets_dense(),
+                       hair_swing=t["hair_swing"]).vertices
+    assert torch.allclose(back.vertices(space="model"), want, atol=1e-6)
+    still = dict(t)
+    del still["hair_swing"]
+    straight = HeadRep.create(body, hanging, still, rep.source, 96, {})
+    assert (straight.vertices() - back.vertices()).abs().max() > 1e-3
+    with torch.no_grad():
+        zero = hanging(t["betas"][None], t["expression"], t["pose"], transl=t["transl"],
+                       static_offsets=t["static_offsets"], dynamic_offsets=back.dynamic_offsets_dense(),
+                       hair_swing=torch.zeros(T, 3)).vertices
+    assert torch.allclose(straight.vertices(space="model"), zero, atol=1e-6)
+    with pytest.raises(HeadrepError, match="hair_swing"):
+        HeadRep.create(body, head, t, rep.source, 96, {})
+    meta = json.loads((path / JSON_FILE).read_text())
+    meta["topology"]["hair_hangs"] = False
+    (path / JSON_FILE).write_text(json.dumps(meta))
+    with pytest.raises(HeadrepError, match="hair_swing"):
+        HeadRep.load(path)

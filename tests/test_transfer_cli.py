@@ -156,6 +156,23 @@ def test_cross_drive_keeps_the_target_identity(reps):
     assert torch.equal(n.tensors["dynamic_offsets"], torch.zeros_like(n.tensors["dynamic_offsets"]))
 
 
+def test_the_driven_hair_hangs_as_the_targets_did_at_its_reference_frame(body):
+    """A target whose hair swings gives the driven rep its reference frame's swing on every frame (its hair
+    moved with its own video, not the source's); a target without a swing gives none."""
+    from headrep.model.head import DenseHead
+
+    hanging = DenseHead(body, levels=0, hair_hangs=True)
+    a = make_synthetic_rep(body, hanging, T=5, seed=1, landmarks=False)
+    b = make_synthetic_rep(body, hanging, T=4, seed=2, invalid=[0], landmarks=False)
+    assert "hair_swing" not in drive(a, b, mode="none").tensors
+    t = dict(b.tensors)
+    t["hair_swing"] = torch.arange(12, dtype=t["pose"].dtype).reshape(4, 3) / 20
+    b = HeadRep.create(body, hanging, t, b.source, b.resolution, {})
+    d = drive(a, b, mode="none", tgt_ref=2)
+    assert d.tensors["hair_swing"].shape == (5, 3)
+    assert torch.equal(d.tensors["hair_swing"], t["hair_swing"][2].expand(5, 3))
+
+
 def test_drive_cli_and_render(reps, model_file, tmp_path):
     from headrep.commands.main import main as headrep_main
 

@@ -3,8 +3,9 @@
 What the driven rep takes from whom (T = A's frame count):
 
 * from B (the target identity): β, D_static, the face vertices, the camera (focal, principal point, loaded
-  image size), the crop size (resolution) and every body joint that is not motion (shoulders, spine, …: B's
-  reference frame).
+  image size), the crop size (resolution), every body joint that is not motion (shoulders, spine, …: B's
+  reference frame) and, with a photometric fit, the albedo and the reference frame's light; the hanging hair's
+  swing, when B has one, is the reference frame's on every frame (B's hair moved with B's video, not A's).
 * from A (the source of motion): ψ_t, the jaw and eye rotations, the validity flags, frame indices and fps.
 * head pose, retargeted relative to each one's reference frame (default: the first valid frame):
   ``R_out,t = R_A,t · R_A,ref⁻¹ · R_B,ref`` for the global orientation, the neck and the head joint, and the
@@ -175,6 +176,8 @@ def drive(src, tgt, mode: str = "mlp", model=None, src_ref: int | None = None, t
     if tgt.has_appearance:  # B's albedo under B's reference light: a shaded render of B performing A's motion
         tensors["albedo"] = B["albedo"]
         tensors["light"] = B["light"][rb:rb + 1].expand(src.num_frames, -1, -1).clone()
+    if "hair_swing" in B:
+        tensors["hair_swing"] = B["hair_swing"][rb:rb + 1].expand(src.num_frames, -1).clone()
     source = {"path": None, "kind": "driven", "fps": src.source_fps, "image_size": tgt.source.get("image_size"),
               "scale": tgt.source.get("scale", 1.0), "num_frames": src.num_frames}
     fit = {"drive": {"src": str(src.path), "tgt": str(tgt.path), "mode": mode, "src_ref": ra, "tgt_ref": rb,

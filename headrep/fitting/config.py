@@ -108,6 +108,11 @@ class FitConfig:
     silhouette_downscale: int = 2    # rendered at R / this (an outline needs no full resolution)
     lr_static_silhouette: float = 5e-3   # Adam step on the smooth parameterisation (see silhouette.SmoothField)
     silhouette_smoothing: float = 40.0   # λ of (I + λL)⁻¹: how far one outline vertex's pull spreads
+    # the hanging hair's swing (one rotation per frame, headrep.model.head): fitted in the detail epochs, where
+    # the silhouette pulls on it, when the hair hangs
+    lr_swing: float = 0.03           # radians per step; 0: the hair hangs straight on every frame
+    w_swing_mag: float = 0.01        # per rad² of swing
+    w_swing_smooth: float = 1.0      # per rad² of change between consecutive frames
     # photometric: albedo (static, per vertex) × SH shading (per frame) against the crop over visible skin
     w_photometric: float = 2.0
     photometric_eps: float = 0.01    # Charbonnier: sqrt(r² + eps²) in [0,1] colour units

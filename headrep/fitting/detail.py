@@ -103,6 +103,14 @@ def term_dyn_mean(s: Step) -> torch.Tensor:
     return ((1e3 * s.p["dynamic"]).mean(0) ** 2).sum(-1).mean()
 
 
+def term_swing_mag(s: Step) -> torch.Tensor:
+    return (s.p["swing"] ** 2).sum(-1).mean()
+
+
+def term_swing_smooth(s: Step) -> torch.Tensor:
+    return losses.temporal_smoothness(s.p["swing"])
+
+
 # --- silhouette and photometric terms ----------------------------------------------------------------------
 def silhouette_region(fitter, idx: torch.Tensor) -> torch.Tensor:
     """[B,R,R] where the silhouette counts: rows above the neck, not occluded, inside the video frame (a head
@@ -186,14 +194,16 @@ TERMS = {
     "dyn_smooth": (term_dyn_smooth, "w_dyn_smooth", False, "offsets"),
     "dyn_rank": (term_dyn_rank, "w_dyn_rank", False, "offsets"),
     "dyn_mean": (term_dyn_mean, "w_dyn_mean", False, "offsets"),
+    "swing_mag": (term_swing_mag, "w_swing_mag", False, "swing"),
+    "swing_smooth": (term_swing_smooth, "w_swing_smooth", False, "swing"),
 }
 
 
 def active_terms(fitter) -> list[str]:
     """The loss terms with a non-zero weight whose data this fit has (fitter.terms: the data terms in use;
-    offset regularisers only when the offsets are fitted)."""
+    offset regularisers only when the offsets are fitted, the swing's when it is)."""
     c = fitter.cfg
-    groups = set(fitter.terms) | ({"offsets"} if c.offsets else set())
+    groups = set(fitter.terms) | ({"offsets"} if c.offsets else set()) | ({"swing"} if fitter.fits_swing else set())
     return [n for n, (_, w, _, g) in TERMS.items() if getattr(c, w) and (g is None or g in groups)]
 
 
@@ -269,6 +279,8 @@ def run_detail(fitter, progress: bool = True, start_epoch: int = 0, checkpoint: 
     photometric = "photometric" in fitter.terms
     if photometric:
         frame_lr["light"] = c.lr_light
+    if fitter.fits_swing:
+        frame_lr["swing"] = c.lr_swing
     shared = ["betas"] + (["static"] if c.offsets else []) + (["albedo"] if photometric else [])
     P.requires_grad(list(frame_lr) + shared)
     row_opts = {n: RowAdam(P[n], lr, eps=c.dyn_adam_eps if n == "dynamic" else 1e-8)

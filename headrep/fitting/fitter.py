@@ -99,6 +99,12 @@ class Fitter:
                 "photometric": self.obs is not None}
         return [t for t in self.cfg.term_list() if have[t]]
 
+    @property
+    def fits_swing(self) -> bool:
+        """Whether the detail epochs fit the hanging hair's swing (the silhouette is what sees it)."""
+        c = self.cfg
+        return c.offsets and c.hair_hangs and c.lr_swing > 0 and "silhouette" in self.terms
+
     @cached_property
     def face_smoother(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(R, A) of base_smoother on the face rows: built when w_dyn_low first asks for D_dyn's smooth part."""
@@ -171,6 +177,7 @@ class Fitter:
             "dynamic_offsets": P.dynamic.clone(), "face_vertices": sc.face_idx.clone(),
             "valid": torch.as_tensor(self.valid.astype(np.uint8)),
             **({"albedo": P.albedo.clone(), "light": P.light.clone()} if "photometric" in self.terms else {}),
+            **({"hair_swing": P.swing.clone()} if self.head.hair_hangs and self.cfg.offsets else {}),
         }
 
 

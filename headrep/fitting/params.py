@@ -60,10 +60,11 @@ class FitParams:
     """Every unknown of a fit. Shared: ``betas``, ``log_focal``, ``static`` (D_static [Nd,3]) and, when the
     photometric term is on, ``albedo`` [Nd,C]. Per frame (rows): ``expression``, ``jaw``, ``neck``, ``rot``,
     ``tau`` (head rotation/translation, see Scene.transl), ``dynamic`` (D_dyn [T,Nf,3] on the face
-    vertices) and ``light`` (SH coefficients [T,9,C])."""
+    vertices), ``light`` (SH coefficients [T,9,C]) and ``swing`` (the hanging hair's swing [T,3], axis-angle;
+    see headrep.model.head)."""
 
     SHARED = ("log_focal", "betas", "static", "albedo")
-    PER_FRAME = POSE_AND_EXPRESSION + ("dynamic", "light")
+    PER_FRAME = POSE_AND_EXPRESSION + ("dynamic", "light", "swing")
 
     def __init__(self, T: int, num_betas: int, num_expression: int, num_dense: int, num_face: int, focal: float,
                  channels: int = 3):
@@ -78,6 +79,7 @@ class FitParams:
         self.dynamic = torch.zeros(T, num_face, 3)
         self.albedo = torch.full((num_dense, channels), 0.5)
         self.light = torch.zeros(T, 9, channels)
+        self.swing = torch.zeros(T, 3)
 
     @property
     def names(self) -> tuple[str, ...]:

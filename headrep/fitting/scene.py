@@ -160,8 +160,9 @@ class Scene:
             static = p["static"] * self.surface
             dyn = torch.zeros(p["dynamic"].shape[0], self.head.num_vertices, 3).index_copy(1, self.face_idx,
                                                                                             p["dynamic"])
+        swing = p.get("swing") if offsets and self.head.hair_hangs else None
         out = self.head(p["betas"][None], p["expression"], pose, self.transl(p["rot"], p["tau"]),
-                        static_offsets=static, dynamic_offsets=dyn, base=base and offsets)
+                        static_offsets=static, dynamic_offsets=dyn, base=base and offsets, hair_swing=swing)
         return (out.vertices, pose, out.base) if base else (out.vertices, pose)
 
     def dense_landmarks(self, verts: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:

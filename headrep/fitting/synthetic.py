@@ -162,7 +162,8 @@ def lights(T: int, g: torch.Generator, key_every: float | None = None) -> torch.
 def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 1, seed: int = 0,
               expressive: bool = True, static_mm: float = 2.0, wrinkle_mm: float = 2.5, wrinkles_signed: bool = True,
               image_size=(360, 640), ctx=None, rgb: bool = False, hair_mm: float = 15.0,
-              expression_amplitude: float = 1.0, key_every: float | None = None, hair_hangs: bool | None = None):
+              expression_amplitude: float = 1.0, key_every: float | None = None, hair_hangs: bool | None = None,
+              hair_swing_deg: float = 0.0):
     """A synthetic clip: (track, targets, truth, head).
 
     ``rgb=True`` also renders what a camera would see, so a fit can use the silhouette and photometric terms
@@ -172,7 +173,10 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
     landmarks as for a video), and ``truth.extra`` the true albedo [Nd,3] and lights [T,9,3]. ``key_every``:
     frames between the keyframes of the expression, pose, wrinkles and lights (None: ~2.3 on 8 frames, a video
     sampled sparsely; 6 on 24 frames moves more like a video). ``hair_hangs``: how the true head poses D_static
-    below the ears (None: as a fit does by default, FitConfig.hair_hangs)."""
+    below the ears (None: as a fit does by default, FitConfig.hair_hangs); ``hair_swing_deg``: the hanging hair
+    also swings frame by frame about the viewing axis (keyframes of this standard deviation, degrees) and half as
+    much about the ear-to-ear axis (``truth.extra["hair_swing"]`` [T,3]; 0: it hangs straight, as in the
+    benchmark clip)."""
     g = torch.Generator().manual_seed(seed)
     head = DenseHead(body, levels=levels, hair_hangs=FitConfig.hair_hangs if hair_hangs is None else hair_hangs)
     ctx = ctx or get_context("cpu")
@@ -221,7 +225,13 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
         transl[:, 2] = -0.7 - centre[2]
         transl[:, 1] = -centre[1]
         transl[:, :2] += 0.01 * torch.randn(T, 2, generator=g)
-        out = head(betas, expression, pose, transl, static_offsets=static, dynamic_offsets=dynamic)
+        swing = None
+        if hair_swing_deg:   # its own generator: the clip's other draws stay those of a clip without a swing
+            sway = np.radians(hair_swing_deg) * _smooth_track(T, 2, torch.Generator().manual_seed(seed + 1000),
+                                                               key_every)
+            swing = torch.stack([0.5 * sway[:, 0], torch.zeros(T), sway[:, 1]], -1)
+        out = head(betas, expression, pose, transl, static_offsets=static, dynamic_offsets=dynamic,
+                   hair_swing=swing)
         verts_cam = to_camera(out.vertices)
         # crop boxes: square around the projected face, like the tracker's
         cam_full = PinholeCamera(focal, focal, (W - 1) / 2, (H - 1) / 2, W, H)
@@ -257,6 +267,8 @@ def make_clip(body: BodyModel, T: int = 6, resolution: int = 160, levels: int = 
     targets = SyntheticTargets(normal=maps["normal"].numpy().astype(np.float32),
                                depth=maps["depth"].numpy().astype(np.float32), mask=mask.numpy())
     truth = Truth(betas[0], expression, pose, transl, static, dynamic, verts_cam, focal)
+    if swing is not None:
+        truth.extra["hair_swing"] = swing
     if rgb:
         _render_rgb(track, truth, head, canonical, cams, ctx, seed, g, key_every)
     return track, targets, truth, head
@@ -399,8 +411,9 @@ def face_error_by_part(fitter, truth: Truth) -> dict:
 @torch.no_grad()
 def start_at_truth(fitter, truth: Truth) -> None:
     """Set a fitter's unknowns to a synthetic clip's truth (shape, expression, pose, focal, both offset fields,
-    and with an RGB clip the albedo and lights): the fitted head then equals ``truth.vertices_cam``. Running the
-    detail stage from there shows where its losses pull away from the truth (each term's bias and noise)."""
+    the hair's swing, and with an RGB clip the albedo and lights): the fitted head then equals
+    ``truth.vertices_cam``. Running the detail stage from there shows where its losses pull away from the truth
+    (each term's bias and noise)."""
     from headrep.model import J_JAW, J_NECK, J_ROOT, axis_angle_to_matrix
 
     P, sc = fitter.params, fitter.scene
@@ -412,6 +425,7 @@ def start_at_truth(fitter, truth: Truth) -> None:
     P.log_focal = torch.tensor(float(truth.focal)).log()
     P.static = truth.static.float().clone()
     P.dynamic = truth.dynamic[:, sc.face_idx].float().clone()
+    P.swing = truth.extra.get("hair_swing", torch.zeros_like(P.swing)).float().clone()
     if "albedo" in truth.extra:
         P.albedo = truth.extra["albedo"].float().clone()
         P.light = truth.extra["light"].float().clone()

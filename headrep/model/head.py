@@ -8,7 +8,12 @@ D_static below the ears hangs: there its offset turns with the head's yaw only, 
 (long hair falls straight while the head tilts; a head whose hair turned with it swung the hair out on one
 side and left the other bare), blended in by a weight that grows from 0 to 1 downwards:
 
-    V_t += h · (R_yaw,t − R_t) · D_static        (R_t the vertex's skinning rotation, h ∈ [0,1])
+    V_t += h · (R_yaw,t · S_t − R_t) · D_static        (R_t the vertex's skinning rotation, h ∈ [0,1])
+
+S_t is the hair's swing (``hair_swing``, a per-frame rotation in the head's yaw frame; identity when not
+given): long hair moves on its own, lying forward over a shoulder on one frame and behind it on the next, which
+no single D_static can follow (WolfgangLanger: one rotation shared by all frames gained nothing; one per frame
+lifted the head IoU of a fit made without it from 0.943 to 0.955).
 
 This module composes `headrep.model.body` and `headrep.model.topology`; it holds no per-video state.
 """
@@ -94,9 +99,13 @@ class DenseHead(torch.nn.Module):
 
     def forward(self, betas: torch.Tensor, expression: torch.Tensor, pose: torch.Tensor,
                 transl: torch.Tensor | None = None, static_offsets: torch.Tensor | None = None,
-                dynamic_offsets: torch.Tensor | None = None, base: bool = False) -> DenseOutput:
+                dynamic_offsets: torch.Tensor | None = None, base: bool = False,
+                hair_swing: torch.Tensor | None = None) -> DenseOutput:
         """Posed dense vertices. static_offsets [Nd,3] (shared), dynamic_offsets [B,Nd,3] (per frame);
-        ``base``: also the vertices posed without the dynamic offsets (same skinning transforms)."""
+        ``base``: also the vertices posed without the dynamic offsets (same skinning transforms); hair_swing
+        [B,3] (axis-angle, radians): the hanging hair's swing S_t (a head whose hair hangs only)."""
+        if hair_swing is not None and not self.hair_hangs:
+            raise ValueError("hair_swing needs a head whose hair hangs (DenseHead(..., hair_hangs=True))")
         out = self.body(betas, expression, pose, transl=transl, vertex_ids=self.subset_t)
         canonical = self.topology.upsample(out.canonical)
         if static_offsets is not None:
@@ -108,7 +117,7 @@ class DenseHead(torch.nn.Module):
         verts = skin(canonical, self.weights, out.transforms, blended=T)
         hang = 0.0
         if self.hair_hangs and static_offsets is not None:
-            hang = self._hang(static_offsets, T, out.transforms)
+            hang = self._hang(static_offsets, T, out.transforms, hair_swing)
             verts = verts + hang
         shift = 0.0 if transl is None else transl[:, None]
         rest = None
@@ -118,13 +127,17 @@ class DenseHead(torch.nn.Module):
             rest = rest + shift
         return DenseOutput(verts + shift, canonical, out, rest)
 
-    def _hang(self, static: torch.Tensor, blended: torch.Tensor, transforms: torch.Tensor) -> torch.Tensor:
-        """h · (R_yaw − R) · D_static [B,Nd,3]: R each vertex's skinning rotation, R_yaw the rotation about the
-        model's vertical axis that turns the head's forward axis (model z) as the head joint's does."""
+    def _hang(self, static: torch.Tensor, blended: torch.Tensor, transforms: torch.Tensor,
+              swing: torch.Tensor | None = None) -> torch.Tensor:
+        """h · (R_yaw · S − R) · D_static [B,Nd,3]: R each vertex's skinning rotation, R_yaw the rotation about
+        the model's vertical axis that turns the head's forward axis (model z) as the head joint's does, S the
+        swing's rotation (identity without one)."""
         fwd = transforms[:, J_HEAD, :3, 2]
         yaw = torch.atan2(fwd[:, 0], fwd[:, 2])
         z = torch.zeros_like(yaw)
         R_yaw = axis_angle_to_matrix(torch.stack([z, yaw, z], -1))
+        if swing is not None:
+            R_yaw = R_yaw @ axis_angle_to_matrix(swing.to(R_yaw.dtype))
         d = static.expand(blended.shape[0], -1, -1)
         turned = torch.einsum("bij,bnj->bni", R_yaw, d) - torch.einsum("bnij,bnj->bni", blended[..., :3, :3], d)
         return self.hang_weights[None, :, None] * turned

@@ -21,6 +21,9 @@ Tensors (T frames, nb betas, ne expression coefficients, Nd dense vertices, Nf d
     albedo [Nd,C] and light [T,9,C] (optional, together: a photometric fit's static per-vertex albedo in [0,1]
         sRGB (C = 3, or 1 for a grey video) and per-frame second-order SH lighting in camera space; the
         shaded colour of a pixel is albedo · Σ_k basis_k(n) · light[t,k], basis in headrep.render.shading)
+    hair_swing [T,3] (optional, only when rep.json's topology records "hair_hangs": true: the hanging hair's
+        swing per frame, axis-angle in radians in the head's yaw frame, see headrep.model.head; absent: zero,
+        the hair hanging straight)
 
 Conventions. Model space is SMPL-X's (metres, y up, z toward the viewer). The camera is OpenCV's (x right,
 y down, z forward) at the origin, and the model-to-camera map is fixed: ``verts_cam = verts_model * [1,-1,-1]``
@@ -75,7 +78,8 @@ _SPEC: dict[str, tuple[tuple, str]] = {
     "frame_indices": (("T",), "int"),
 }
 _OPTIONAL: dict[str, tuple[tuple, str]] = {"landmarks": (("T", NUM_MP_POINTS, 3), "float"),
-                                           "albedo": (("Nd", "C"), "float"), "light": (("T", 9, "C"), "float")}
+                                           "albedo": (("Nd", "C"), "float"), "light": (("T", 9, "C"), "float"),
+                                           "hair_swing": (("T", 3), "float")}
 MASK_FILE = "masks.npz"
 _FLOAT64 = ("focal", "principal", "boxes")
 
@@ -433,6 +437,9 @@ class HeadRep:
             "fit": fit, "versions": versions(),
             "frames": {"count": T, "valid": int(t["valid"].sum())},
         }
+        if "hair_swing" in t and not head.hair_hangs:
+            raise HeadrepError("HeadRep.create: hair_swing needs a head whose hair hangs (DenseHead(..., "
+                               "hair_hangs=True))")
         meta = json.loads(json.dumps(_jsonable(meta)))  # exactly what save() will write
         rep = cls(body, head, t, meta)
         if masks is not None:
@@ -505,8 +512,11 @@ class HeadRep:
                                f"{meta['topology']['levels']} ({head.num_vertices} vertices, hash "
                                f"{head.topology.hash()[:12]}…) differs from the recorded one "
                                f"({dims['Nd']} vertices, hash {str(meta['topology']['hash'])[:12]}…)")
-        for k in ("betas", "expression", "pose", "transl", "static_offsets", "dynamic_offsets"):
-            tensors[k] = tensors[k].to(body.dtype)
+        if "hair_swing" in tensors and not head.hair_hangs:
+            raise HeadrepError(f"{where}: it holds hair_swing but its topology does not record hanging hair")
+        for k in ("betas", "expression", "pose", "transl", "static_offsets", "dynamic_offsets", "hair_swing"):
+            if k in tensors:
+                tensors[k] = tensors[k].to(body.dtype)
         return cls(body, head, tensors, meta, path)
 
     # --- basic properties -------------------------------------------------------------------------------
@@ -598,7 +608,8 @@ class HeadRep:
         i = torch.as_tensor(idx)
         with torch.no_grad():
             return self.head(t["betas"][None], t["expression"][i], t["pose"][i], transl=t["transl"][i],
-                             static_offsets=t["static_offsets"], dynamic_offsets=self.dynamic_offsets_dense(idx))
+                             static_offsets=t["static_offsets"], dynamic_offsets=self.dynamic_offsets_dense(idx),
+                             hair_swing=t["hair_swing"][i] if "hair_swing" in t else None)
 
     def vertices(self, ts=None, space: str = "camera", batch: int = 32) -> torch.Tensor:
         """Posed dense vertices of frames ``ts`` (int, slice, sequence, None = all) -> [B,Nd,3] CPU.
