@@ -9,7 +9,7 @@ import torch
 
 from headrep.errors import HeadrepError
 from headrep.model.head import DenseHead
-from headrep.rep import JSON_FILE, TENSOR_FILE, HeadRep
+from headrep.rep import JSON_FILE, TENSOR_FILE, HeadRep, describe
 from headrep.fitting.synthetic import make_synthetic_rep
 
 
@@ -372,6 +372,8 @@ def test_hair_swing_is_saved_and_poses_the_frames_and_needs_hanging_hair(body, h
     path = HeadRep.create(body, hanging, t, rep.source, 96, {}).save(tmp_path / "swing.rep")
     back = HeadRep.load(path)
     assert torch.allclose(back.tensors["hair_swing"], t["hair_swing"])
+    deg = t["hair_swing"].norm(dim=-1).rad2deg()
+    assert f"swings {float(deg.median()):.0f}° median, {float(deg.max()):.0f}° at most" in describe(back)
     with torch.no_grad():
         want = hanging(t["betas"][None], t["expression"], t["pose"], transl=t["transl"],
                        static_offsets=t["static_offsets"], dynamic_offsets=back.dynamic_offsets_dense(),

@@ -36,6 +36,11 @@ def describe(rep) -> str:
         lines.append(f"  offsets       static max {1e3 * float(so.max()):.2f} mm / mean "
                      f"{1e3 * float(so.mean()):.2f} mm"
                      + (f"; dynamic (face) max {1e3 * float(ds.max()):.2f} mm" if ds.numel() else ""))
+    if T and topo.get("hair_hangs"):
+        swing = rep.tensors.get("hair_swing")
+        deg = None if swing is None else swing.norm(dim=-1).rad2deg()
+        lines.append("  hair          hangs below the ears" + ("" if deg is None else
+                     f"; swings {float(deg.median()):.0f}° median, {float(deg.max()):.0f}° at most"))
     lines.append(f"  landmarks     {'stored (478 MediaPipe points per frame)' if rep.landmarks is not None else 'none'}")
     stats = fit.get("stats") or {}
     cfg = {k: v for k, v in fit.items() if k not in ("stats", "seed")}
