@@ -87,12 +87,19 @@ def test_notebook_is_committed_clean():
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory, body):
-    from headrep.model.head import DenseHead
+    import torch
+
     from headrep.fitting.synthetic import make_synthetic_rep
+    from headrep.model.head import DenseHead
+    from headrep.rep import HeadRep
 
     tmp = tmp_path_factory.mktemp("notebook")
-    head = DenseHead(body, levels=1)
+    head = DenseHead(body, levels=1, hair_hangs=True)
     rep = make_synthetic_rep(body, head, T=SYNTH_T, seed=3, invalid=SYNTH_INVALID)
+    t = dict(rep.tensors)   # hair that swings 10° about the viewing axis and back
+    t["hair_swing"] = torch.zeros(SYNTH_T, 3)
+    t["hair_swing"][:, 2] = np.radians(10) * torch.sin(torch.linspace(0, np.pi, SYNTH_T))
+    rep = HeadRep.create(body, head, t, rep.source, rep.resolution, rep.meta["fit"])
     rep_path = rep.save(tmp / "synthetic.rep")
     mp = pytest.MonkeyPatch()
     try:
@@ -134,6 +141,8 @@ def test_notebook_figures(executed):
         assert img.std() > 5                                   # not a blank canvas
     text = "".join(outputs(nb, "stream"))
     assert "|D_static|: max" in text and "|D_dyn| frame" in text
+    deg = np.degrees(np.sin(np.linspace(0, np.pi, SYNTH_T)) * np.radians(10))
+    assert f"swing: {np.median(deg):.0f}° median, {deg.max():.0f}° at most" in text
 
 
 def test_notebook_interactive_view(executed):

@@ -177,7 +177,7 @@ class Fitter:
             "dynamic_offsets": P.dynamic.clone(), "face_vertices": sc.face_idx.clone(),
             "valid": torch.as_tensor(self.valid.astype(np.uint8)),
             **({"albedo": P.albedo.clone(), "light": P.light.clone()} if "photometric" in self.terms else {}),
-            **({"hair_swing": P.swing.clone()} if self.head.hair_hangs and self.cfg.offsets else {}),
+            **({"hair_swing": P.swing.clone()} if self.fits_swing else {}),
         }
 
 
