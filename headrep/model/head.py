@@ -135,9 +135,9 @@ class DenseHead(torch.nn.Module):
         fwd = transforms[:, J_HEAD, :3, 2]
         yaw = torch.atan2(fwd[:, 0], fwd[:, 2])
         z = torch.zeros_like(yaw)
-        R_yaw = axis_angle_to_matrix(torch.stack([z, yaw, z], -1))
+        R_hang = axis_angle_to_matrix(torch.stack([z, yaw, z], -1))
         if swing is not None:
-            R_yaw = R_yaw @ axis_angle_to_matrix(swing.to(R_yaw.dtype))
+            R_hang = R_hang @ axis_angle_to_matrix(swing.to(R_hang.dtype))
         d = static.expand(blended.shape[0], -1, -1)
-        turned = torch.einsum("bij,bnj->bni", R_yaw, d) - torch.einsum("bnij,bnj->bni", blended[..., :3, :3], d)
+        turned = torch.einsum("bij,bnj->bni", R_hang, d) - torch.einsum("bnij,bnj->bni", blended[..., :3, :3], d)
         return self.hang_weights[None, :, None] * turned

@@ -205,6 +205,12 @@ def _check_tensors(tensors: dict[str, torch.Tensor], dims: dict[str, int], where
         raise HeadrepError(f"{where}: every box side (boxes[:, 2]) must be positive")
 
 
+def _check_swing(tensors: dict[str, torch.Tensor], hangs: bool, where: str) -> None:
+    """A hair swing turns hanging hair: a rep holding one must be one whose hair hangs."""
+    if "hair_swing" in tensors and not hangs:
+        raise HeadrepError(f"{where}: it holds hair_swing, but its hair does not hang (topology hair_hangs)")
+
+
 def _check_json(meta: dict, where: str) -> dict[str, int]:
     """Check the json's required fields; return the dimensions (T, nb, ne, Nd, Nf) it records."""
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -303,6 +309,7 @@ def _read_folder(path: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, i
     except Exception as exc:  # safetensors raises several types for damaged files
         raise HeadrepError(f"{where}: {TENSOR_FILE} cannot be read: {exc}") from None
     _check_tensors(tensors, dims, where)
+    _check_swing(tensors, bool(meta["topology"].get("hair_hangs", False)), where)
     if int(tensors["valid"].sum()) != int(meta["frames"]["valid"]):
         raise HeadrepError(f"{where}: {JSON_FILE} records {meta['frames']['valid']} valid frames but "
                            f"'valid' has {int(tensors['valid'].sum())}")
@@ -417,6 +424,7 @@ class HeadRep:
         t["valid"] = t["valid"].to(torch.uint8)
         dims = {"T": T, "nb": body.num_betas, "ne": body.num_expression, "Nd": Nd, "Nf": Nf}
         _check_tensors(t, dims, "HeadRep.create")
+        _check_swing(t, head.hair_hangs, "HeadRep.create")
         resolution = int(resolution)
         if resolution <= 0:
             raise HeadrepError(f"HeadRep.create: resolution must be positive, got {resolution}")
@@ -437,9 +445,6 @@ class HeadRep:
             "fit": fit, "versions": versions(),
             "frames": {"count": T, "valid": int(t["valid"].sum())},
         }
-        if "hair_swing" in t and not head.hair_hangs:
-            raise HeadrepError("HeadRep.create: hair_swing needs a head whose hair hangs (DenseHead(..., "
-                               "hair_hangs=True))")
         meta = json.loads(json.dumps(_jsonable(meta)))  # exactly what save() will write
         rep = cls(body, head, t, meta)
         if masks is not None:
@@ -512,8 +517,6 @@ class HeadRep:
                                f"{meta['topology']['levels']} ({head.num_vertices} vertices, hash "
                                f"{head.topology.hash()[:12]}…) differs from the recorded one "
                                f"({dims['Nd']} vertices, hash {str(meta['topology']['hash'])[:12]}…)")
-        if "hair_swing" in tensors and not head.hair_hangs:
-            raise HeadrepError(f"{where}: it holds hair_swing but its topology does not record hanging hair")
         for k in ("betas", "expression", "pose", "transl", "static_offsets", "dynamic_offsets", "hair_swing"):
             if k in tensors:
                 tensors[k] = tensors[k].to(body.dtype)
