@@ -535,8 +535,10 @@ def test_cuda_backend_matches_cpu():
 
 
 def test_fused_vertex_normals_match_meshops():
-    """headrep.render.cpu.vertex_normals (render_maps' no-gradient path) computes meshops.vertex_normals up to
-    float rounding (torch's CPU cross product fuses a multiply-add, ours rounds the product first)."""
+    """headrep.render.cpu.vertex_normals (render_maps' and the fitter's on CPU) computes meshops.vertex_normals
+    up to float rounding (torch's CPU cross product fuses a multiply-add, ours rounds the product first), and
+    its own backward kernel gives torch autograd's gradient of meshops' version and passes gradcheck's finite
+    differences in float64, a degenerate face and unused vertices included."""
     from headrep.render.cpu import vertex_normals as fused
 
     v, f = icosphere(3)
@@ -545,14 +547,25 @@ def test_fused_vertex_normals_match_meshops():
              + 0.02 * torch.from_numpy(rng.standard_normal((3, v.shape[0], 3))).float())
     verts = torch.cat([verts, torch.zeros(3, 2, 3)], 1)      # two vertices used by no face: zero normals
     faces = torch.cat([f, torch.tensor([[0, 0, 1]])], 0)    # a zero-area face adds nothing
+    g = torch.from_numpy(rng.standard_normal(verts.shape))
     for dtype in (torch.float64, torch.float32):
         for fi in (faces.int(), faces.long()):
-            want = vertex_normals(verts.to(dtype), fi)
-            got = fused(verts.to(dtype), fi)
+            x = verts.to(dtype).requires_grad_(True)
+            want = vertex_normals(x, fi)
+            got = fused(x, fi)
             assert got.dtype == dtype and got.shape == want.shape
             assert torch.allclose(got, want, rtol=0, atol=2e-6 if dtype == torch.float32 else 1e-14)
             assert (got[:, -2:] == 0).all() and torch.allclose(got[:, :-2].norm(dim=-1), torch.ones(()).to(dtype))
-    # render_maps uses it without gradients and meshops' version with them: the same maps
+            gw, = torch.autograd.grad((want * g.to(dtype)).sum(), x)
+            gg, = torch.autograd.grad((got * g.to(dtype)).sum(), x)
+            tol = 2e-4 * float(gw.abs().max()) if dtype == torch.float32 else 1e-10
+            assert float((gg - gw).abs().max()) <= tol
+    v1, f1 = icosphere(1)                                     # a small noisy sphere, and a [V,3] input too
+    small = (v1.double() + 0.05 * torch.from_numpy(rng.standard_normal(v1.shape)))[None].requires_grad_(True)
+    f1 = torch.cat([f1, torch.tensor([[0, 0, 1]])], 0)
+    assert torch.autograd.gradcheck(lambda x: fused(x, f1), (small,))
+    assert torch.autograd.gradcheck(lambda x: fused(x, f1), (small[0].detach().requires_grad_(True),))
+    # render_maps with and without gradients: the same maps
     ctx = get_context("cpu")
     cam = PinholeCamera.from_fov(40, 48, 48)
     pos = (v * 0.3 + torch.tensor([0.0, 0.0, 1.5]))[None].double()

@@ -7,6 +7,7 @@ from scipy.spatial import ConvexHull
 
 from headrep.model.topology import (
     DenseTopology,
+    SparseOperator,
     build_dense_topology,
     cotangent_laplacian,
     laplacian_penalty,
@@ -343,6 +344,29 @@ def test_upsample_sparse_batched_and_gradcheck():
     assert torch.autograd.gradcheck(t.upsample, (x,))
     with pytest.raises(ValueError):
         t.upsample(torch.randn(11, 3))
+
+
+def test_sparse_operator_product_and_gradient_match_the_dense_matrix():
+    """A rectangular sparse matrix (duplicate entries summed, as COO allows) against its dense float64 self:
+    the product, and the gradient through the stored transpose, by gradcheck's finite differences too."""
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(0, 7, 40), rng.integers(0, 11, 40)
+    vals = rng.normal(size=40)
+    A = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, cols])), torch.as_tensor(vals), (7, 11),
+                                check_invariants=True)
+    dense = np.zeros((7, 11))
+    np.add.at(dense, (rows, cols), vals)
+    op = SparseOperator(A)
+    assert op.shape == (7, 11)
+    x = torch.randn(11, 4, dtype=torch.float64, requires_grad=True)
+    y = op @ x
+    torch.testing.assert_close(y, torch.as_tensor(dense) @ x)
+    g = torch.randn(7, 4, dtype=torch.float64)
+    (y * g).sum().backward()
+    torch.testing.assert_close(x.grad, torch.as_tensor(dense).T @ g)
+    assert torch.autograd.gradcheck(lambda z: op @ z, (torch.randn(11, 2, dtype=torch.float64, requires_grad=True),))
+    with pytest.raises(ValueError, match="float64"):
+        op @ torch.randn(11, 4)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -134,35 +134,44 @@ def term_silhouette(s: Step) -> torch.Tensor:
 
 
 def photometric_residual(fitter, idx, maps: dict, light: torch.Tensor):
-    """(shaded render [B,R,R,C], residual [B,R,R,C], weight [B,R,R]): albedo × SH(normal) against the crop,
-    weighted over visible, unoccluded skin; pixels whose residual is an outlier of their frame (a hand, hair
-    across the face: more than photometric_outlier × the frame's median) are left out."""
+    """(residual [P,C], keep [P] bool) at the P pixels of visible, unoccluded skin in the valid frames, frame
+    by frame in row-major order: albedo × SH(normal) against the crop. ``keep`` leaves out the pixels whose
+    residual is an outlier of their frame (a hand, hair across the face: more than photometric_outlier × the
+    frame's median). Shaded on those pixels alone: skin is a fifth of the crop, and shading every pixel and
+    its gradient cost a tenth of a detail step."""
     from headrep.render import shading
 
     i = idx.numpy()
+    sel = torch.as_tensor(fitter.obs.skin[i]) & (maps["rast"][..., 3] > 0) & fitter.valid_t[idx][:, None, None]
+    at = sel.reshape(-1).nonzero()[:, 0]
+    C = maps["albedo"].shape[-1]
+    n = maps.get("shading_normal", maps["normal"]).reshape(-1, 3).index_select(0, at)
+    n = n * torch.rsqrt((n * n).sum(-1, keepdim=True).clamp_min(1e-20))
+    counts = sel.sum((1, 2)).tolist()
+    shade = torch.cat([shading(nb[None, None], light[b:b + 1])[0, 0]
+                       for b, nb in enumerate(torch.split(n, counts))])
     # a camera clips at white: a highlight brighter than 1 is seen as 1, and must not pull the geometry, albedo
     # or lights toward explaining more than that (5 % of the synthetic clip's skin pixels are clipped)
-    shaded = (maps["albedo"] * shading(maps.get("shading_normal", maps["normal"]), light)).clamp(max=1.0)
-    res = shaded - fitter.images[idx]
-    w = torch.as_tensor(fitter.obs.skin[i]) & (maps["rast"][..., 3] > 0) & fitter.valid_t[idx][:, None, None]
+    shaded = (maps["albedo"].reshape(-1, C).index_select(0, at) * shade).clamp(max=1.0)
+    res = shaded - fitter.images[idx].reshape(-1, C).index_select(0, at)
     with torch.no_grad():
         a = res.abs().mean(-1)
-        med = torch.stack([a[b][w[b]].median() if w[b].any() else a.new_zeros(()) for b in range(len(a))])
-        w = w & (a <= fitter.cfg.photometric_outlier * med.clamp_min(0.02)[:, None, None])
-    return shaded, res, w
+        med = torch.cat([x.median().expand(len(x)) for x in torch.split(a, counts) if len(x)])
+        keep = a <= fitter.cfg.photometric_outlier * med.clamp_min(0.02)
+    return res, keep
 
 
 def term_photometric(s: Step) -> torch.Tensor:
     """Charbonnier colour error of albedo × SH shading over visible skin (normals not detached: shading that
     comes and goes moves D_dyn, what all frames share goes to D_static and the albedo)."""
-    _, res, w = photometric_residual(s.fitter, s.idx, s.maps, s.p["light"])
+    res, keep = photometric_residual(s.fitter, s.idx, s.maps, s.p["light"])
     eps = s.cfg.photometric_eps
     r = (res ** 2 + eps ** 2).sqrt() - eps
-    return (r.mean(-1) * w).sum() / w.sum().clamp_min(1)
+    return (r.mean(-1) * keep).sum() / keep.sum().clamp_min(1)
 
 
 def term_albedo_lap(s: Step) -> torch.Tensor:
-    La = torch.sparse.mm(s.fitter.L, s.p["albedo"])
+    La = s.fitter.L @ s.p["albedo"]
     return (La ** 2).sum(-1).mean()
 
 
@@ -225,18 +234,16 @@ def render_step(fitter, verts: torch.Tensor, idx: torch.Tensor, p: dict, base: t
     cam = to_camera(verts)
     if "photometric" not in fitter.terms:
         return fitter.scene.render(cam, idx, float(p["focal"]))
-    from headrep.model import vertex_normals
+    from headrep.render import surface_normals
 
-    vn = vertex_normals(cam, fitter.scene.head.faces_t.long())
+    vn = surface_normals(cam, fitter.scene.head.faces_t)
     attrs = {"albedo": p["albedo"], "shading_normal": vn}
     # the normal maps share the shading's normals, unless they show the surface without D_dyn (render_maps
     # computes that one's)
     surface = None if base is None else to_camera(base)
-    maps = fitter.scene.render(cam, idx, float(p["focal"]), attributes=attrs, attributes_fixed_coverage=True,
+    # (the shading normals are interpolated, not renormalised: photometric_residual does that on skin alone)
+    return fitter.scene.render(cam, idx, float(p["focal"]), attributes=attrs, attributes_fixed_coverage=True,
                                normals=vn if surface is None else None, surface=surface)
-    n = maps["shading_normal"]
-    maps["shading_normal"] = n * torch.rsqrt((n * n).sum(-1, keepdim=True).clamp_min(1e-20))
-    return maps
 
 
 def detail_loss(fitter, idx: torch.Tensor, p: dict) -> tuple[torch.Tensor, dict]:

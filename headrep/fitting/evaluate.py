@@ -76,7 +76,7 @@ def evaluate(fitter, offsets: bool = True, batch: int = 16, per_frame: bool = Fa
                 counts[keep, 2] = (person & ~cover & region).sum((1, 2))
                 counts[keep, 3] = (~person & cover & region).sum((1, 2))
             if "photometric" in fitter.terms and fitter.appearance_ready:  # albedo and lights fitted
-                _, res, w = photometric_residual(fitter, idx, maps, p["light"])
+                res, w = photometric_residual(fitter, idx, maps, p["light"])
                 sums["pho"] += float((res.abs().mean(-1) * w).sum())
                 sums["pho_n"] += float(w.sum())
         n_frames += int(valid.sum())

@@ -33,7 +33,7 @@ from headrep.fitting.init import init_rigid_pnp, init_static_offsets
 from headrep.fitting.params import FitParams
 from headrep.fitting.scene import Scene
 from headrep.fitting.silhouette import run_silhouette
-from headrep.model import BodyModel, DenseHead, base_smoother, uniform_laplacian
+from headrep.model import BodyModel, DenseHead, SparseOperator, base_smoother, uniform_laplacian
 
 
 @dataclass
@@ -84,11 +84,12 @@ class Fitter:
         if self.cfg.offsets:
             self.params.static = init_static_offsets(head, body, self.cfg.static_init_mm)
         self.static_weight = torch.where(torch.as_tensor(head.face_mask), 1.0, self.cfg.static_mag_outside)
-        self.L = uniform_laplacian(head.faces, head.num_vertices, normalized=True).coalesce()
-        self.L_face = torch.index_select(self.L, 1, self.scene.face_idx).coalesce()
+        L = uniform_laplacian(head.faces, head.num_vertices, normalized=True).coalesce()
+        self.L = SparseOperator(L)
+        self.L_face = SparseOperator(torch.index_select(L, 1, self.scene.face_idx))
         # D_static's smoothness: the skin and the hair / scalp around it only loosely tied (see FitConfig)
-        self.L_static = uniform_laplacian(head.faces, head.num_vertices, normalized=True, regions=head.face_mask,
-                                          across=self.cfg.static_lap_across).coalesce()
+        self.L_static = SparseOperator(uniform_laplacian(head.faces, head.num_vertices, normalized=True,
+                                                         regions=head.face_mask, across=self.cfg.static_lap_across))
         self.stats: dict = {}
         self.checkpoints = Checkpoints(None, self.cfg.checkpoint_every)
 
@@ -106,9 +107,10 @@ class Fitter:
         return c.offsets and c.hair_hangs and c.lr_swing > 0 and "silhouette" in self.terms
 
     @cached_property
-    def face_smoother(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def face_smoother(self) -> tuple[SparseOperator, SparseOperator]:
         """(R, A) of base_smoother on the face rows: built when w_dyn_low first asks for D_dyn's smooth part."""
-        return base_smoother(self.head.topology, self.head.base_faces, self.scene.face_idx.numpy())
+        R, A = base_smoother(self.head.topology, self.head.base_faces, self.scene.face_idx.numpy())
+        return SparseOperator(R), SparseOperator(A)
 
     # conveniences for callers that look inside a fit (tests, notebooks)
     @property

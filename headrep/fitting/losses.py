@@ -75,12 +75,18 @@ def nuclear_norm(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return ((s ** 2 + eps ** 2).sqrt() - eps).sum()
 
 
+def _apply(A, x: torch.Tensor) -> torch.Tensor:
+    """A @ x for A a torch sparse or dense matrix or a SparseOperator."""
+    return torch.sparse.mm(A, x) if isinstance(A, torch.Tensor) and A.is_sparse else A @ x
+
+
 def offset_laplacian(L: torch.Tensor, offsets_mm: torch.Tensor) -> torch.Tensor:
-    """Mean squared norm of L·D (mm²) for offsets [N,3] or [B,N,3]; L sparse [M,N]."""
+    """Mean squared norm of L·D (mm²) for offsets [N,3] or [B,N,3]; L [M,N] sparse, dense or a
+    SparseOperator."""
     d = offsets_mm if offsets_mm.dim() == 3 else offsets_mm[None]
     B, N, C = d.shape
     flat = d.permute(1, 0, 2).reshape(N, B * C)
-    Ld = torch.sparse.mm(L, flat) if L.is_sparse else L @ flat
+    Ld = _apply(L, flat)
     return (Ld ** 2).sum() / (L.shape[0] * B)
 
 
@@ -90,9 +96,9 @@ def offset_low_frequency(R: torch.Tensor, A: torch.Tensor, offsets_mm: torch.Ten
     headrep.model.base_smoother): the smooth part of a field. A wrinkle a few vertices across averages away; a
     broad bulge stays and pays."""
     B, n, C = offsets_mm.shape
-    x = torch.sparse.mm(R, offsets_mm.permute(1, 0, 2).reshape(n, B * C))
+    x = _apply(R, offsets_mm.permute(1, 0, 2).reshape(n, B * C))
     for _ in range(iterations):
-        x = torch.sparse.mm(A, x)
+        x = _apply(A, x)
     return (x ** 2).sum() / (x.shape[0] * B)
 
 

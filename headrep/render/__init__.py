@@ -30,6 +30,7 @@ from headrep.errors import RenderInputError
 __all__ = [
     "CpuContext", "get_context", "rasterize", "interpolate", "interpolate_with", "antialias", "check_faces",
     "PinholeCamera", "render_maps", "encode_normals", "encode_depth", "neutral_light", "sh_basis", "shading",
+    "surface_normals",
 ]
 
 
@@ -291,5 +292,6 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     return cpu.antialias(color, rast, pos, tri, float(pos_gradient_boost))
 
 
-from headrep.render.maps import PinholeCamera, encode_depth, encode_normals, render_maps  # noqa: E402
+from headrep.render.maps import (PinholeCamera, encode_depth, encode_normals, render_maps,  # noqa: E402
+                                 surface_normals)
 from headrep.render.shading import neutral_light, sh_basis, shading  # noqa: E402

@@ -26,6 +26,16 @@ from headrep.errors import RenderInputError
 from headrep.model.meshops import vertex_normals
 
 
+def surface_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Area-weighted unit vertex normals of verts [B,V,3] or [V,3] (meshops.vertex_normals), differentiable:
+    on CPU tensors by the CPU backend's fused numba kernels, elsewhere by torch."""
+    if verts.device.type == "cpu":
+        from headrep.render.cpu import vertex_normals as fused_vertex_normals
+
+        return fused_vertex_normals(verts, faces)
+    return vertex_normals(verts, faces)
+
+
 @dataclass
 class PinholeCamera:
     """OpenCV pinhole camera with intrinsics in pixels and an image of ``width`` x ``height`` pixels."""
@@ -161,11 +171,9 @@ def render_maps(ctx, verts_cam: torch.Tensor, faces: torch.Tensor, camera, antia
         if vn.shape != verts_cam.shape:
             raise RenderInputError(f"normals must be shaped like verts_cam {tuple(verts_cam.shape)}, "
                                    f"got {tuple(vn.shape)}")
-    elif getattr(ctx, "backend", None) == "cpu" and not (torch.is_grad_enabled() and geometry.requires_grad):
-        from headrep.render.cpu import vertex_normals as fused_vertex_normals
-
-        vn = fused_vertex_normals(geometry, faces)  # one numba pass instead of torch's cross and index_adds
-    else:
+    elif getattr(ctx, "backend", None) == "cpu":
+        vn = surface_normals(geometry, faces)  # fused numba passes instead of torch's cross and index_adds
+    else:  # the torch reference rasteriser (a test oracle) keeps torch's own
         vn = vertex_normals(geometry, faces)
     attr = torch.cat([vn, geometry[..., 2:3]]
                      + ([] if attributes_fixed_coverage else [a for _, a in extra]), -1)
