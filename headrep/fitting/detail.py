@@ -137,8 +137,8 @@ def photometric_residual(fitter, idx, maps: dict, light: torch.Tensor):
     """(residual [P,C], keep [P] bool) at the P pixels of visible, unoccluded skin in the valid frames, frame
     by frame in row-major order: albedo × SH(normal) against the crop. ``keep`` leaves out the pixels whose
     residual is an outlier of their frame (a hand, hair across the face: more than photometric_outlier × the
-    frame's median). Shaded on those pixels alone: skin is a fifth of the crop, and shading every pixel and
-    its gradient cost a tenth of a detail step."""
+    frame's median). Shaded on those pixels alone: skin is a sixth of the crop, and shading every pixel, with
+    its gradient, took 14 % of a detail step."""
     from headrep.render import shading
 
     i = idx.numpy()
