@@ -675,6 +675,32 @@ def _normalize_bwd(x, g, eps, gx):
 # Vertex normals (what headrep.model.meshops.vertex_normals computes, in the same order), with gradients.
 
 
+@njit(cache=True, inline="always")
+def _edges(v, b, a, c1, c2):
+    """A face's two edges from its first corner, v[c1] − v[a] and v[c2] − v[a] (six scalars)."""
+    return (v[b, c1, 0] - v[b, a, 0], v[b, c1, 1] - v[b, a, 1], v[b, c1, 2] - v[b, a, 2],
+            v[b, c2, 0] - v[b, a, 0], v[b, c2, 1] - v[b, a, 1], v[b, c2, 2] - v[b, a, 2])
+
+
+@njit(cache=True)
+def _normal_sums(v, f, b, o):
+    """Adds image b's face normals (v1 − v0) × (v2 − v0) (length: twice the area) to their corners' rows of
+    o [V,3], corner slot by corner slot (slot 0 of every face, then 1, then 2)."""
+    F = f.shape[0]
+    fn = np.empty((F, 3), v.dtype)
+    for i in range(F):
+        ex, ey, ez, gx, gy, gz = _edges(v, b, f[i, 0], f[i, 1], f[i, 2])
+        fn[i, 0] = ey * gz - ez * gy
+        fn[i, 1] = ez * gx - ex * gz
+        fn[i, 2] = ex * gy - ey * gx
+    for k in range(3):
+        for i in range(F):
+            j = f[i, k]
+            o[j, 0] += fn[i, 0]
+            o[j, 1] += fn[i, 1]
+            o[j, 2] += fn[i, 2]
+
+
 @njit(cache=True, parallel=True)
 def _vertex_normals(v, f, consts, out):
     """Area-weighted unit vertex normals of v [B,V,3] and faces f [F,3] into out [B,V,3] (zeros on entry).
@@ -686,24 +712,10 @@ def _vertex_normals(v, f, consts, out):
     output pixel's 8-bit normal changes by 1 in a few of millions). One image per thread; no scatter and no
     [B,F,3,3] corner tensor. ``consts`` = [1e-30, 1] in v's dtype keeps float32 arithmetic in float32 (a
     Python float would promote it to float64)."""
-    F = f.shape[0]
     eps, one = consts[0], consts[1]
     for b in prange(v.shape[0]):
-        fn = np.empty((F, 3), v.dtype)
-        for i in range(F):
-            a, c1, c2 = f[i, 0], f[i, 1], f[i, 2]
-            ex, ey, ez = v[b, c1, 0] - v[b, a, 0], v[b, c1, 1] - v[b, a, 1], v[b, c1, 2] - v[b, a, 2]
-            gx, gy, gz = v[b, c2, 0] - v[b, a, 0], v[b, c2, 1] - v[b, a, 1], v[b, c2, 2] - v[b, a, 2]
-            fn[i, 0] = ey * gz - ez * gy
-            fn[i, 1] = ez * gx - ex * gz
-            fn[i, 2] = ex * gy - ey * gx
         o = out[b]
-        for k in range(3):
-            for i in range(F):
-                j = f[i, k]
-                o[j, 0] += fn[i, 0]
-                o[j, 1] += fn[i, 1]
-                o[j, 2] += fn[i, 2]
+        _normal_sums(v, f, b, o)
         for j in range(o.shape[0]):
             s = o[j, 0] * o[j, 0] + o[j, 1] * o[j, 1] + o[j, 2] * o[j, 2]
             r = one / np.sqrt(max(s, eps))
@@ -722,16 +734,7 @@ def _vertex_normals_bwd(v, f, g, consts, gv):
     eps, one = consts[0], consts[1]
     for b in prange(v.shape[0]):
         s = np.zeros((V, 3), v.dtype)
-        for i in range(F):
-            a, c1, c2 = f[i, 0], f[i, 1], f[i, 2]
-            ex, ey, ez = v[b, c1, 0] - v[b, a, 0], v[b, c1, 1] - v[b, a, 1], v[b, c1, 2] - v[b, a, 2]
-            hx, hy, hz = v[b, c2, 0] - v[b, a, 0], v[b, c2, 1] - v[b, a, 1], v[b, c2, 2] - v[b, a, 2]
-            nx, ny, nz = ey * hz - ez * hy, ez * hx - ex * hz, ex * hy - ey * hx
-            for k in range(3):
-                j = f[i, k]
-                s[j, 0] += nx
-                s[j, 1] += ny
-                s[j, 2] += nz
+        _normal_sums(v, f, b, s)
         gs = np.empty((V, 3), v.dtype)
         for j in range(V):
             q = s[j, 0] * s[j, 0] + s[j, 1] * s[j, 1] + s[j, 2] * s[j, 2]
@@ -746,8 +749,7 @@ def _vertex_normals_bwd(v, f, g, consts, gv):
             px = gs[a, 0] + gs[c1, 0] + gs[c2, 0]
             py = gs[a, 1] + gs[c1, 1] + gs[c2, 1]
             pz = gs[a, 2] + gs[c1, 2] + gs[c2, 2]
-            ex, ey, ez = v[b, c1, 0] - v[b, a, 0], v[b, c1, 1] - v[b, a, 1], v[b, c1, 2] - v[b, a, 2]
-            hx, hy, hz = v[b, c2, 0] - v[b, a, 0], v[b, c2, 1] - v[b, a, 1], v[b, c2, 2] - v[b, a, 2]
+            ex, ey, ez, hx, hy, hz = _edges(v, b, a, c1, c2)
             # e2 × g_f and g_f × e1
             ax, ay, az = hy * pz - hz * py, hz * px - hx * pz, hx * py - hy * px
             bx, by, bz = py * ez - pz * ey, pz * ex - px * ez, px * ey - py * ex
