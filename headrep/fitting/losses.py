@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from headrep.model import sparse_matmul
+
 
 def landmark_loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor,
                   valid: torch.Tensor) -> torch.Tensor:
@@ -75,31 +77,21 @@ def nuclear_norm(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return ((s ** 2 + eps ** 2).sqrt() - eps).sum()
 
 
-def _apply(A, x: torch.Tensor) -> torch.Tensor:
-    """A @ x for A a torch sparse or dense matrix or a SparseOperator."""
-    return torch.sparse.mm(A, x) if isinstance(A, torch.Tensor) and A.is_sparse else A @ x
-
-
-def offset_laplacian(L: torch.Tensor, offsets_mm: torch.Tensor) -> torch.Tensor:
+def offset_laplacian(L, offsets_mm: torch.Tensor) -> torch.Tensor:
     """Mean squared norm of L·D (mm²) for offsets [N,3] or [B,N,3]; L [M,N] sparse, dense or a
     SparseOperator."""
     d = offsets_mm if offsets_mm.dim() == 3 else offsets_mm[None]
-    B, N, C = d.shape
-    flat = d.permute(1, 0, 2).reshape(N, B * C)
-    Ld = _apply(L, flat)
-    return (Ld ** 2).sum() / (L.shape[0] * B)
+    return (sparse_matmul(L, d) ** 2).sum() / (L.shape[0] * d.shape[0])
 
 
-def offset_low_frequency(R: torch.Tensor, A: torch.Tensor, offsets_mm: torch.Tensor,
-                         iterations: int) -> torch.Tensor:
+def offset_low_frequency(R, A, offsets_mm: torch.Tensor, iterations: int) -> torch.Tensor:
     """Mean squared norm (mm²) of what is left of offsets [B,n,3] after R and ``iterations`` steps of A (see
     headrep.model.base_smoother): the smooth part of a field. A wrinkle a few vertices across averages away; a
     broad bulge stays and pays."""
-    B, n, C = offsets_mm.shape
-    x = _apply(R, offsets_mm.permute(1, 0, 2).reshape(n, B * C))
+    x = sparse_matmul(R, offsets_mm)
     for _ in range(iterations):
-        x = _apply(A, x)
-    return (x ** 2).sum() / (x.shape[0] * B)
+        x = sparse_matmul(A, x)
+    return (x ** 2).sum() / (x.shape[1] * x.shape[0])
 
 
 def fold_penalty(normals: torch.Tensor, reference: torch.Tensor, margin: float = 0.5) -> torch.Tensor:

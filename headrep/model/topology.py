@@ -44,6 +44,8 @@ __all__ = [
     "cotangent_weights",
     "cotangent_laplacian",
     "laplacian_penalty",
+    "SparseOperator",
+    "sparse_matmul",
     "vertex_neighbours",
     "largest_component",
 ]
@@ -123,12 +125,10 @@ class _CsrMatmul(torch.autograd.Function):
 class SparseOperator:
     """A fixed sparse matrix ``[N, M]`` applied as ``op @ x`` to dense ``x [M, C]`` (differentiable w.r.t.
     ``x``): it and its transpose kept as CSR. On the CPU torch's COO product is ~20× slower, and CSR with
-    torch's backward ~7× (a Laplacian of the 20k-vertex dense head and its gradient: 10 ms against 0.5 ms).
-    ``index_select``-like views are built from the COO ``matrix`` before wrapping."""
+    torch's backward ~7× (a Laplacian of the 20k-vertex dense head and its gradient: 10 ms against 0.5 ms)."""
 
     def __init__(self, A: torch.Tensor):
         coo = (A if A.layout == torch.sparse_coo else A.to_sparse_coo()).coalesce()
-        self.matrix = coo
         self.shape = coo.shape
         self.dtype, self.device = coo.dtype, coo.device
         with warnings.catch_warnings():   # "CSR support is in beta": matrix products are all it is used for
@@ -142,8 +142,9 @@ class SparseOperator:
         return _CsrMatmul.apply(self._csr, self._csr_t, x)
 
 
-def _sparse_matmul(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``A @ x`` for sparse ``A [N, M]`` and dense ``x [..., M, C]`` -> ``[..., N, C]``.
+def sparse_matmul(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``A @ x`` for ``A [N, M]`` (torch sparse, dense or a SparseOperator) and dense ``x [..., M, C]`` ->
+    ``[..., N, C]``.
 
     Batch dimensions are folded into the column dimension (``[M, B*C]``) so a single sparse-dense
     product is used; differentiable with respect to ``x``.
@@ -473,7 +474,7 @@ class DenseTopology:
         op = self._cache.get(key)
         if op is None:
             op = self._cache[key] = SparseOperator(self.U(x.dtype, x.device))
-        return _sparse_matmul(op, x)
+        return sparse_matmul(op, x)
 
     def dense_weights(self, W: ArrayLike) -> ArrayLike:
         """Dense skinning weights ``U · W`` for ``W [num_coarse, J]`` -> ``[num_dense, J]``.
@@ -755,5 +756,5 @@ def laplacian_penalty(L: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"offsets must be [N, C] or [B, N, C], got {tuple(offsets.shape)}")
     if L.dim() != 2 or L.shape[0] != L.shape[1] or L.shape[1] != offsets.shape[-2]:
         raise ValueError(f"L {tuple(L.shape)} does not match offsets {tuple(offsets.shape)}")
-    y = _sparse_matmul(L, offsets)
+    y = sparse_matmul(L, offsets)
     return (y * y).sum(-1).mean()
