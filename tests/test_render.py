@@ -574,3 +574,27 @@ def test_fused_vertex_normals_match_meshops():
     b = render_maps(ctx, pos.clone().requires_grad_(True), f, cam)
     assert torch.allclose(a["normal"], b["normal"].detach(), rtol=0, atol=1e-12) and (a["mask"] > 0).any()
     assert torch.equal(a["depth"], b["depth"].detach())
+
+
+def test_cpu_render_keeps_the_process_thread_count():
+    """numba's OpenMP pool, when it starts, sets the process's OpenMP thread count to NUMBA_NUM_THREADS, and
+    torch followed it: a process held to one thread ran torch on two after its first CPU render (and a fixed
+    seed's float sums changed with it). A fresh process, so that no pool has started yet."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch\n"
+            "from headrep.model.meshops import icosphere\n"
+            "from headrep.render import PinholeCamera, get_context, render_maps\n"
+            "before = torch.get_num_threads()\n"
+            "v, f = icosphere(2)\n"
+            "v = torch.as_tensor(v, dtype=torch.float32)[None] * 0.1 + torch.tensor([0.0, 0.0, 1.0])\n"
+            "m = render_maps(get_context('cpu'), v, torch.as_tensor(f, dtype=torch.int32),\n"
+            "                [PinholeCamera(100.0, 100.0, 31.5, 31.5, 64, 64)])\n"
+            "assert float(m['mask'].sum()) > 100\n"
+            "print(before, torch.get_num_threads())\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1"]

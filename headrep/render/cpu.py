@@ -64,6 +64,23 @@ from numba import njit, prange  # noqa: E402
 _INF = np.inf
 
 
+def _launch_numba_threads() -> None:
+    """Start numba's thread pool now and keep torch's thread count: numba's OpenMP layer sets the process's
+    OpenMP thread count to NUMBA_NUM_THREADS when its pool starts, and torch, on the same OpenMP runtime,
+    follows it. A process held to one thread (OMP_NUM_THREADS=1, torch.set_num_threads(1), a corpus worker's
+    share) ran torch on every core after its first CPU render, and its float sums changed with it."""
+    n = torch.get_num_threads()
+    try:
+        from numba.np.ufunc.parallel import _launch_threads
+    except ImportError:  # another numba layout: its pool starts with the first kernel instead
+        return
+    _launch_threads()
+    torch.set_num_threads(n)
+
+
+_launch_numba_threads()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Visibility: triangle setup, binning into row bands, z-buffer.
 
