@@ -333,7 +333,7 @@ def face_errors_mm(pred_cam: torch.Tensor, truth_cam: torch.Tensor, face_mask) -
 
 
 @torch.no_grad()
-def _dyn_along_normals(fitter, truth: Truth) -> tuple[torch.Tensor, torch.Tensor]:
+def dyn_along_normals(fitter, truth: Truth) -> tuple[torch.Tensor, torch.Tensor]:
     """(fit, truth) D_dyn along the true head's rest normals, face vertices, every frame [T,F] (metres)."""
     from headrep.model.meshops import vertex_normals
 
@@ -356,7 +356,7 @@ def dyn_correlation(fitter, truth: Truth) -> float:
     D_dyn away from the wrinkles and on the frames without them counts too. (Until this round the direction
     was each frame's true offset's, zero wherever and whenever the truth had none, and so was the fit's
     counted D_dyn there: the benchmark clip's fit read 0.58 that way and reads 0.25 this way.)"""
-    return _corr(*_dyn_along_normals(fitter, truth))
+    return _corr(*dyn_along_normals(fitter, truth))
 
 
 def dyn_parts(fitter, truth: Truth) -> dict:
@@ -366,7 +366,7 @@ def dyn_parts(fitter, truth: Truth) -> dict:
     truth reaches 5 % of its deepest) in the frames with and without wrinkles ("on_with", "on_without"; the
     truth's: "true_on_with"); "varying_correlation", the correlation of the two varying parts (the split into
     D_static and D_dyn of what all frames share is a convention; this part is not)."""
-    fit, true = _dyn_along_normals(fitter, truth)
+    fit, true = dyn_along_normals(fitter, truth)
     on = true.abs().amax(0) > 0.05 * true.abs().max()   # the vertices the wrinkles reach
     with_ = true.abs().amax(1) > 0           # the frames that have them
     vf, vt = fit - fit.mean(0), true - true.mean(0)
