@@ -527,6 +527,16 @@ def test_laplacian_penalty():
     p32 = laplacian_penalty(L, D.detach().float())
     assert p32.dtype == torch.float32
     assert torch.autograd.gradcheck(lambda x: laplacian_penalty(L, x), (D[:1].detach().requires_grad_(),))
+    # a region's rows (the fitter's face Laplacian, [M,N]) as a SparseOperator: the mean is over its M rows
+    rows = torch.arange(0, N, 3)
+    Lr = L.to_dense()[rows].to_sparse()
+    op = SparseOperator(Lr.float())
+    x = D.detach().float()
+    torch.testing.assert_close(laplacian_penalty(op, x), ((Ld[rows].float() @ x) ** 2).sum(-1).mean())
+    torch.testing.assert_close(laplacian_penalty(Lr, D.detach()), ((Ld[rows] @ D.detach()) ** 2).sum((0, 2)).sum()
+                               / (len(rows) * 2))
+    with pytest.raises(ValueError, match="does not match"):
+        laplacian_penalty(Lr, D.detach()[:, :-1])
 
 
 def test_build_speed_is_vectorised():

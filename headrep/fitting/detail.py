@@ -18,7 +18,7 @@ from headrep.fitting import losses
 from headrep.fitting.coarse import landmark_terms, priors, smoothness
 from headrep.fitting.params import RowAdam
 from headrep.io import progress as progress_bar
-from headrep.model import to_camera
+from headrep.model import laplacian_penalty, to_camera
 
 
 @dataclass
@@ -71,7 +71,7 @@ def term_static_mag(s: Step) -> torch.Tensor:
 
 
 def term_static_lap(s: Step) -> torch.Tensor:
-    return losses.offset_laplacian(s.fitter.L_static, 1e3 * s.p["static"])
+    return laplacian_penalty(s.fitter.L_static, 1e3 * s.p["static"])
 
 
 def term_dyn_mag(s: Step) -> torch.Tensor:
@@ -80,7 +80,7 @@ def term_dyn_mag(s: Step) -> torch.Tensor:
 
 
 def term_dyn_lap(s: Step) -> torch.Tensor:
-    return losses.offset_laplacian(s.fitter.L_face, 1e3 * s.p["dynamic"])
+    return laplacian_penalty(s.fitter.L_face, 1e3 * s.p["dynamic"])
 
 
 def term_dyn_low(s: Step) -> torch.Tensor:

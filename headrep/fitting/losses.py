@@ -77,13 +77,6 @@ def nuclear_norm(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return ((s ** 2 + eps ** 2).sqrt() - eps).sum()
 
 
-def offset_laplacian(L, offsets_mm: torch.Tensor) -> torch.Tensor:
-    """Mean squared norm of L·D (mm²) for offsets [N,3] or [B,N,3]; L [M,N] sparse, dense or a
-    SparseOperator."""
-    d = offsets_mm if offsets_mm.dim() == 3 else offsets_mm[None]
-    return (sparse_matmul(L, d) ** 2).sum() / (L.shape[0] * d.shape[0])
-
-
 def offset_low_frequency(R, A, offsets_mm: torch.Tensor, iterations: int) -> torch.Tensor:
     """Mean squared norm (mm²) of what is left of offsets [B,n,3] after R and ``iterations`` steps of A (see
     headrep.model.base_smoother): the smooth part of a field. A wrinkle a few vertices across averages away; a

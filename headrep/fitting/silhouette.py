@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from headrep.fitting.losses import fold_penalty, offset_laplacian
+from headrep.fitting.losses import fold_penalty
 from headrep.io import crop_in_frame
 from headrep.io import progress as progress_bar
-from headrep.model import face_normals, to_camera
+from headrep.model import face_normals, laplacian_penalty, to_camera
 
 
 def silhouette_frames(fitter, k: int) -> torch.Tensor:
@@ -80,7 +80,7 @@ def run_silhouette(fitter, progress: bool = True) -> dict:
         # the Laplacian over the whole head (the detail stage's weakens the face border's edges): the face is held
         # here, and the hair beside it grows from it instead of stepping away (synthetic face error 0.535 mm
         # with the detail stage's here, 0.521 with this one)
-        lap = offset_laplacian(fitter.L, 1e3 * p["static"])
+        lap = laplacian_penalty(fitter.L, 1e3 * p["static"])
         loss = (c.w_silhouette_stage * sil + c.w_static_mag * term_static_mag(step) + c.w_static_lap * lap
                 + c.w_fold * fold_penalty(face_normals(verts, faces), bare))
         loss.backward()

@@ -11,13 +11,14 @@ from headrep.model.head import MODEL_TO_CAMERA, DenseHead, DenseOutput, to_camer
 from headrep.model.meshops import face_normals, icosphere, vertex_normals
 from headrep.model.standin import standin_path
 from headrep.model.topology import (DenseTopology, SparseOperator, base_smoother, build_dense_topology,
-                                    graph_laplacian, sparse_matmul, submesh, uniform_laplacian)
+                                    graph_laplacian, laplacian_penalty, sparse_matmul, submesh,
+                                    uniform_laplacian)
 
 __all__ = [
     "BodyModel", "BodyOutput", "DenseHead", "DenseOutput", "DenseTopology", "HEAD_AND_SHOULDER_JOINTS",
     "HEAD_JOINTS", "J_HEAD", "J_JAW", "J_LEYE", "J_NECK", "J_REYE", "J_ROOT", "MODEL_TO_CAMERA", "MP_EYE_OUTER",
     "MP_TO_IBUG68", "NUM_IBUG", "NUM_JOINTS", "NUM_MP_FACE", "NUM_MP_POINTS", "SparseOperator", "axis_angle_to_matrix",
     "base_smoother", "build_dense_topology", "face_normals", "face_region", "graph_laplacian",
-    "head_and_shoulders_subset", "icosphere", "load_body_model", "skin", "sparse_matmul", "standin_path", "submesh",
+    "head_and_shoulders_subset", "icosphere", "laplacian_penalty", "load_body_model", "skin", "sparse_matmul", "standin_path", "submesh",
     "to_camera", "uniform_laplacian", "validate_model_file", "vertex_normals",
 ]

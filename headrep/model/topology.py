@@ -744,17 +744,18 @@ def cotangent_laplacian(
     return _torch_sparse(L, dtype, device, layout)
 
 
-def laplacian_penalty(L: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+def laplacian_penalty(L, offsets: torch.Tensor) -> torch.Tensor:
     """Smoothness penalty ``mean_i ||(L·D)_i||²`` for an offset field ``D`` of shape ``[N, 3]`` or ``[B, N, 3]``.
 
-    The mean is over vertices (and batch); the squared norm is over the last (xyz) dim. Apply it to
+    The mean is over L's rows (and batch); the squared norm is over the last (xyz) dim. Apply it to
     the *offsets* D (dense displacement from the template), never to the posed vertices V. ``L`` is
-    any sparse ``[N, N]`` Laplacian from this module; it is cast to ``offsets``' dtype/device if needed.
+    any ``[M, N]`` Laplacian from this module (torch sparse, dense or a :class:`SparseOperator`; M < N: the
+    rows of a region, as the fitter's face Laplacian); a torch matrix is cast to ``offsets``' dtype/device.
     Differentiable with respect to ``offsets``.
     """
     if offsets.dim() not in (2, 3):
         raise ValueError(f"offsets must be [N, C] or [B, N, C], got {tuple(offsets.shape)}")
-    if L.dim() != 2 or L.shape[0] != L.shape[1] or L.shape[1] != offsets.shape[-2]:
+    if len(L.shape) != 2 or L.shape[1] != offsets.shape[-2]:
         raise ValueError(f"L {tuple(L.shape)} does not match offsets {tuple(offsets.shape)}")
     y = sparse_matmul(L, offsets)
     return (y * y).sum(-1).mean()
