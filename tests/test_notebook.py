@@ -142,7 +142,7 @@ def test_notebook_figures(executed):
     text = "".join(outputs(nb, "stream"))
     assert "|D_static|: max" in text and "|D_dyn| frame" in text
     deg = np.degrees(np.sin(np.linspace(0, np.pi, SYNTH_T)) * np.radians(10))
-    assert f"swing: {np.median(deg):.0f}° median, {deg.max():.0f}° at most" in text
+    assert f"swings {np.median(deg):.0f}° median, {deg.max():.0f}° at most" in text
 
 
 def test_notebook_interactive_view(executed):

@@ -14,8 +14,8 @@ The format is specified in :mod:`headrep.rep.format`'s docstring. What other pac
 
 from headrep.rep.format import (FORMAT, JSON_FILE, TENSOR_FILE, VERSION, HeadRep, load, resolve_model,
                                 versions)
-from headrep.rep.report import describe
+from headrep.rep.report import describe, swing_summary
 from headrep.rep.sources import source_crops, source_path
 
 __all__ = ["FORMAT", "JSON_FILE", "TENSOR_FILE", "VERSION", "HeadRep", "describe", "load", "resolve_model",
-           "source_crops", "source_path", "versions"]
+           "source_crops", "source_path", "swing_summary", "versions"]

@@ -5,6 +5,16 @@ from __future__ import annotations
 import json
 
 
+def swing_summary(rep) -> str | None:
+    """How far a rep's hanging hair swings over its frames ("swings 15° median, 29° at most"), or None when it
+    has no swing (fitted without hanging hair, before the swing, or with lr_swing 0)."""
+    swing = rep.tensors.get("hair_swing")
+    if swing is None or not swing.numel():
+        return None
+    deg = swing.float().norm(dim=-1).rad2deg()
+    return f"swings {float(deg.quantile(0.5)):.0f}° median, {float(deg.max()):.0f}° at most"
+
+
 def describe(rep) -> str:
     """Human-readable description of a HeadRep (what `headrep info` prints)."""
     m, src, topo, fit = rep.meta["model"], rep.meta["source"], rep.meta["topology"], rep.meta.get("fit", {})
@@ -37,10 +47,8 @@ def describe(rep) -> str:
                      f"{1e3 * float(so.mean()):.2f} mm"
                      + (f"; dynamic (face) max {1e3 * float(ds.max()):.2f} mm" if ds.numel() else ""))
     if T and topo.get("hair_hangs"):
-        swing = rep.tensors.get("hair_swing")
-        deg = None if swing is None else swing.norm(dim=-1).rad2deg()
-        lines.append("  hair          hangs below the ears" + ("" if deg is None else
-                     f"; swings {float(deg.median()):.0f}° median, {float(deg.max()):.0f}° at most"))
+        swing = swing_summary(rep)
+        lines.append("  hair          hangs below the ears" + ("" if swing is None else f"; {swing}"))
     lines.append(f"  landmarks     {'stored (478 MediaPipe points per frame)' if rep.landmarks is not None else 'none'}")
     stats = fit.get("stats") or {}
     cfg = {k: v for k, v in fit.items() if k not in ("stats", "seed")}
