@@ -106,6 +106,37 @@ def test_render_maps_surface_gives_its_normals_and_depth_over_the_coverage():
         render_maps(ctx, verts, faces, cam, surface=surface[:, :2])
 
 
+def test_render_maps_surface_gradients_reach_the_surface_not_what_it_leaves_out():
+    """With ``surface``, the maps' gradients through the rasterisation (barycentrics, antialiased outline) reach
+    the surface, not the rendered positions' difference from it (the fitter's D_dyn): MediaPipe's coarse
+    mesh, compared with the geometry without D_dyn, must not move D_dyn by sliding that geometry under the
+    pixels. Where the difference is zero the surface's gradient is that of rendering the surface itself."""
+    from headrep.model.meshops import icosphere
+
+    v, faces = icosphere(3)
+    g = torch.Generator().manual_seed(0)
+    surface0 = (0.1 * v + torch.tensor([0.01, -0.02, 0.6]))[None].float()
+    cam = PinholeCamera(180.0, 180.0, 31.5, 31.5, 64, 64)
+    w = {k: torch.rand(1, 64, 64, *shape, generator=g) for k, shape in (("normal", (3,)), ("depth", ()),
+                                                                         ("mask", ()))}
+    ctx = get_context("cpu")
+
+    def loss(m):
+        return sum((m[k] * w[k]).sum() for k in w)
+
+    surface = surface0.clone().requires_grad_(True)
+    d = (2e-3 * torch.randn(surface0.shape, generator=g)).requires_grad_(True)
+    loss(render_maps(ctx, surface + d, faces, cam, surface=surface)).backward()
+    assert d.grad is None or torch.count_nonzero(d.grad) == 0
+    assert surface.grad.abs().sum() > 0
+    surface = surface0.clone().requires_grad_(True)
+    zero = torch.zeros_like(surface0, requires_grad=True)
+    loss(render_maps(ctx, surface + zero, faces, cam, surface=surface)).backward()
+    alone = surface0.clone().requires_grad_(True)
+    loss(render_maps(ctx, alone, faces, cam)).backward()
+    torch.testing.assert_close(surface.grad, alone.grad, rtol=1e-5, atol=1e-6)
+
+
 def test_project_colours_returns_the_colour_a_vertex_sees():
     verts, faces, cam = _one_triangle()
     m = render_maps(get_context("cpu"), verts, faces, cam)
