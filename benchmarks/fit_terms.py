@@ -44,6 +44,9 @@ and the head's pixels outside the person ("extra"), as shares of the union.
 
 `--from-truth` asks what the goals can reach at all: each row's detail stage starts at the true head
 (`headrep.fitting.synthetic.start_at_truth`) and the table says how far its losses and steps carry it away.
+Two more rows fit D_dyn alone from zero with everything else held at the truth (what the wrinkle estimator
+reaches given a perfect identity, pose and appearance), and a last line gives the ceiling of any fit from the
+skin pixels (the true wrinkles with the vertices no frame shows on skin set to zero).
 """
 
 from __future__ import annotations
