@@ -19,6 +19,6 @@ __all__ = [
     "HEAD_JOINTS", "J_HEAD", "J_JAW", "J_LEYE", "J_NECK", "J_REYE", "J_ROOT", "MODEL_TO_CAMERA", "MP_EYE_OUTER",
     "MP_TO_IBUG68", "NUM_IBUG", "NUM_JOINTS", "NUM_MP_FACE", "NUM_MP_POINTS", "SparseOperator", "axis_angle_to_matrix",
     "base_smoother", "build_dense_topology", "face_normals", "face_region", "graph_laplacian",
-    "head_and_shoulders_subset", "icosphere", "laplacian_penalty", "load_body_model", "skin", "sparse_matmul", "standin_path", "submesh",
-    "to_camera", "uniform_laplacian", "validate_model_file", "vertex_normals",
+    "head_and_shoulders_subset", "icosphere", "laplacian_penalty", "load_body_model", "skin", "sparse_matmul",
+    "standin_path", "submesh", "to_camera", "uniform_laplacian", "validate_model_file", "vertex_normals",
 ]
